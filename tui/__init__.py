@@ -1,0 +1,1 @@
+"""The Textual dashboard (installed as gitswarm.tui); reads and writes only through the state store."""
