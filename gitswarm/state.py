@@ -17,6 +17,7 @@ import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping
 
+from . import dag
 from .model import (
     Agent,
     Attempt,
@@ -221,38 +222,8 @@ def _check_new_tasks(c: _Change, specs: list[TaskSpec]) -> None:
     # Existing tasks never depend on new ones, so a cycle can only run through new
     # tasks: checking the new tasks' subgraph is enough (and O(new), not O(run)).
     deps = {s.id: tuple(d for d in s.deps if d in seen) for s in specs}
-    cycle = _cycle_through(deps, [s.id for s in specs])
+    cycle = dag.find_cycle(deps)
     _require(cycle is None, f"dependency cycle: {' -> '.join(cycle or [])}")
-
-
-def _cycle_through(deps: Mapping[str, tuple[str, ...]], starts: Iterable[str]) -> list[str] | None:
-    """A cycle reachable from `starts`, as a path that ends where it began; else None."""
-    WHITE, GREY, BLACK = 0, 1, 2
-    color: dict[str, int] = {}
-    for start in starts:
-        if color.get(start, WHITE) != WHITE:
-            continue
-        stack: list[tuple[str, int]] = [(start, 0)]
-        path: list[str] = [start]
-        color[start] = GREY
-        while stack:
-            node, i = stack[-1]
-            children = deps.get(node, ())
-            if i < len(children):
-                stack[-1] = (node, i + 1)
-                child = children[i]
-                state = color.get(child, WHITE)
-                if state == GREY:
-                    return path[path.index(child):] + [child]
-                if state == WHITE:
-                    color[child] = GREY
-                    stack.append((child, 0))
-                    path.append(child)
-            else:
-                color[node] = BLACK
-                stack.pop()
-                path.pop()
-    return None
 
 
 def _set_agent_task(c: _Change, agent_id: str, task: str | None, attempt: int | None) -> None:

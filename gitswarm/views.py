@@ -1,0 +1,133 @@
+"""What the read-side commands show, as plain data: the JSON of `--json` and the rows of
+the tables. Pure functions of the state; the CLI only prints them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping
+
+from . import dag
+from .model import Attempt, RunState, TaskState, TaskStatus, Usage
+from .store import HistoryEntry, RunSummary
+
+
+def usage_json(u: Usage) -> dict[str, Any]:
+    return {**u.to_json(), "total_tokens": u.total_tokens}
+
+
+def attempt_json(a: Attempt) -> dict[str, Any]:
+    d = a.to_json()
+    d["usage"] = usage_json(a.usage)
+    return d
+
+
+def task_json(t: TaskState, wave: int | None = None) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "id": t.id,
+        "title": t.spec.title,
+        "status": t.status.value,
+        "reason": t.reason,
+        "deps": list(t.spec.deps),
+        "files": list(t.spec.files),
+        "kind": t.spec.kind,
+        "role": t.spec.role,
+        "attempts": [attempt_json(a) for a in t.attempts],
+        "usage": usage_json(t.usage),
+    }
+    if wave is not None:
+        d["wave"] = wave
+    return d
+
+
+def task_waves(state: RunState) -> dict[str, int]:
+    """Wave number (1-based) of each task: 1 + the longest chain of deps below it."""
+    deps = {tid: t.spec.deps for tid, t in state.tasks.items()}
+    return {tid: i for i, wave in enumerate(dag.waves(deps), 1) for tid in wave}
+
+
+def counts(state: RunState) -> dict[str, int]:
+    out = {s.value: 0 for s in TaskStatus}
+    for t in state.tasks.values():
+        out[t.status.value] += 1
+    return out
+
+
+def status_json(state: RunState, state_commit: str | None = None, lease: Mapping[str, Any] | None = None, live: bool = False) -> dict[str, Any]:
+    r = state.run
+    waves = task_waves(state)
+    return {
+        "id": r.id,
+        "phase": r.phase.value,
+        "reason": r.reason,
+        "goal": r.goal,
+        "created": r.created,
+        "ended": r.ended,
+        "swarm_branch": r.swarm_branch,
+        "base": {"branch": r.base_branch, "commit": r.base_commit},
+        "parent": {"run": r.parent_run, "state": r.parent_state} if r.parent_run else None,
+        "approval": r.approval,
+        "stop_requested": r.stop_requested,
+        "merge_in_flight": dict(r.merge_in_flight) if r.merge_in_flight else None,
+        "finalized": dict(r.finalized) if r.finalized else None,
+        "usage": usage_json(r.usage),
+        "counts": counts(state),
+        "tasks": [task_json(t, waves.get(t.id)) for t in sorted(state.tasks.values(), key=lambda t: (waves.get(t.id, 0), t.id))],
+        "agents": [a.to_json() for a in state.agents.values()],
+        "notes": list(r.notes),
+        "seq": state.seq,
+        "state_commit": state_commit,
+        "coordinator": {"live": live, **(dict(lease) if lease else {})} if lease else {"live": False},
+    }
+
+
+def ls_json(runs: Iterable[RunSummary]) -> list[dict[str, Any]]:
+    return [r.to_json() for r in runs]
+
+
+def log_json(entries: Iterable[HistoryEntry]) -> list[dict[str, Any]]:
+    """Events oldest first, each with the state commit that recorded it."""
+    out: list[dict[str, Any]] = []
+    for entry in reversed(list(entries)):
+        for e in entry.events:
+            out.append({**e, "commit": entry.commit})
+    return out
+
+
+def parse_time(iso: str | None) -> datetime | None:
+    if not iso:
+        return None
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def duration(start: str | None, end: str | None = None) -> str:
+    """A short human duration between two timestamps (or until now): 4s, 3m12s, 2h05m."""
+    a = parse_time(start)
+    if a is None:
+        return "-"
+    b = parse_time(end) or datetime.now(timezone.utc)
+    secs = max(0, int((b - a).total_seconds()))
+    if secs < 60:
+        return f"{secs}s"
+    if secs < 3600:
+        return f"{secs // 60}m{secs % 60:02d}s"
+    return f"{secs // 3600}h{(secs % 3600) // 60:02d}m"
+
+
+def short_time(iso: str | None) -> str:
+    t = parse_time(iso)
+    return t.astimezone().strftime("%Y-%m-%d %H:%M:%S") if t else "-"
+
+
+def money(usd: float) -> str:
+    return f"${usd:.4f}" if usd < 1 else f"${usd:.2f}"
+
+
+def tokens(n: int) -> str:
+    if n >= 1_000_000:
+        return f"{n / 1_000_000:.1f}M"
+    if n >= 10_000:
+        return f"{n / 1000:.0f}k"
+    return str(n)
