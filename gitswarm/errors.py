@@ -19,6 +19,8 @@ class Problem:
     col: int = 0
 
     def __str__(self) -> str:
+        if not self.file and not self.line:
+            return self.message
         where = self.file or "<input>"
         if self.line:
             where += f":{self.line}"

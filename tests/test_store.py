@@ -144,6 +144,7 @@ def test_fold_reproduces_every_state_commit(tmp_path_factory: pytest.TempPathFac
     assert [e["seq"] for e in replayed] == list(range(1, len(replayed) + 1))
 
 
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
 def test_plausible_sequences_reach_merges(tmp_path: Path) -> None:
     """Guard for the property test above: its generator must get past planning."""
     import random
