@@ -203,3 +203,35 @@ def test_read_commands_leave_the_checkout_alone(repo: Path) -> None:
 def test_python_dash_m(repo: Path) -> None:
     p = subprocess.run([sys.executable, "-m", "gitswarm", "--version"], capture_output=True, text=True, env={**os.environ})
     assert p.returncode == 0 and p.stdout.startswith("gitswarm ")
+
+
+BAD_TASKS = sorted(p for p in (REPO_ROOT / "tests" / "data" / "bad_tasks").iterdir() if not p.name.endswith(".expect"))
+
+
+def _tasks_expectation(path: Path) -> tuple[str, str]:
+    if path.suffix == ".json":
+        line = Path(str(path) + ".expect").read_text().strip()
+    else:
+        line = path.read_text(encoding="utf-8", errors="replace").splitlines()[0]
+        line = line.removeprefix("<!--").removesuffix("-->").strip().removeprefix("# ").removeprefix("expect-error:").strip()
+    pos, _, text = line.partition(": ")
+    return pos, text
+
+
+@pytest.mark.parametrize("path", BAD_TASKS, ids=lambda p: p.name)
+def test_bad_tasks_file_exits_2_with_position(path: Path, repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (repo / "swarm.yaml").write_text("version: 1\nroles:\n  - {role_id: impl, role_type: worker, backend: scripted}\n")
+    pos, text = _tasks_expectation(path)
+    assert main(["validate", "swarm.yaml", "--tasks-file", str(path)]) == 2
+    stderr = capsys.readouterr().err
+    assert f"{path}:{pos}:" in stderr and text in stderr, stderr
+    assert "Traceback" not in stderr
+
+
+def test_compat_manifests_validate(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (repo / "swarm.yaml").write_text("version: 1\nroles:\n  - {role_id: impl, role_type: worker, backend: scripted}\n")
+    manifests = sorted((REPO_ROOT.parent / "shared" / "compat" / "attoswarm-runs").glob("*.json"))
+    assert len(manifests) == 3
+    for m in manifests:
+        assert main(["validate", "swarm.yaml", "--tasks-file", str(m)]) == 0
+        assert "waves" in capsys.readouterr().out
