@@ -449,3 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+# The run commands live in their own module and register themselves on `app`.
+from . import commands as _commands  # noqa: E402,F401

@@ -1,0 +1,688 @@
+"""The coordinator: one per run, it turns the scheduler's decisions into work.
+
+Threads: the main thread owns the state store (every state change is written here, in
+order) and does the merges, which must be serialised anyway. Each running attempt has a
+worker thread that sets up its worktree, runs the agent and commits what it left; it
+talks to the main thread only through a queue. So the store has one writer per
+coordinator, plus the rare control commands (`stop`, `approve`, ...) that other
+processes write with compare-and-swap and the loop picks up on its next read.
+
+Never lose work: a worker branch or worktree is removed only once its tip is an
+ancestor of the swarm branch, or after its attempt is kept under
+refs/attoswarm/<run>/attempts/<task>/<n>.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import signal
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from gitswarm.backends.base import AgentEvent, AgentRequest, AgentResult, AgentRun
+from gitswarm.backends.registry import get_backend
+from gitswarm.hooks.worker import install_hooks, worker_env
+
+from . import gates, gitops
+from .config import SwarmConfig
+from .errors import GitswarmError
+from .model import Agent, RunPhase, RunState, TaskStatus, Usage
+from .prompt import build_prompt
+from .schedule import agents_of, plan_step, should_retry
+from .store import LeaseLost, RunStore, Store, swarm_branch
+
+Reporter = Callable[[str], None]
+LEASE_TTL = 30.0
+TRANSCRIPT_LIMIT = 4 * 1024 * 1024  # bytes of transcript kept per attempt
+
+
+def attempt_ref(run_id: str, task_id: str, n: int) -> str:
+    return f"refs/attoswarm/{run_id}/attempts/{task_id}/{n}"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Local files of a run: only what cannot live in git (worktrees, hook scripts)."""
+
+    root: Path
+
+    @property
+    def worktrees(self) -> Path:
+        return self.root / "worktrees"
+
+    @property
+    def hooks(self) -> Path:
+        return self.root / "hooks"
+
+    def worktree(self, task_id: str) -> Path:
+        return self.worktrees / task_id
+
+
+def run_paths(repo_dir: Path, config: SwarmConfig, run_id: str) -> RunPaths:
+    return RunPaths(root=repo_dir / config.run.run_dir / run_id)
+
+
+def work_branch(config: SwarmConfig, run_id: str, task_id: str) -> str:
+    return f"{config.worktree.branch_prefix}/{run_id}/{task_id}"
+
+
+@dataclass
+class Outcome:
+    """What a worker thread hands back when its attempt ends."""
+
+    result: AgentResult
+    commit: str | None
+    transcript: str
+    setup_error: str | None = None
+
+
+class AttemptWorker(threading.Thread):
+    """Runs one attempt: worktree, set-up, agent, leftover commit. No state writes."""
+
+    def __init__(
+        self,
+        *,
+        repo_dir: Path,
+        config: SwarmConfig,
+        path: Path,
+        branch: str,
+        base: str,
+        request: AgentRequest,
+        out: "queue.Queue[tuple[str, str, int, Any]]",
+    ):
+        super().__init__(name=f"attempt-{request.task.id}-{request.attempt}", daemon=True)
+        self.repo_dir = repo_dir
+        self.config = config
+        self.path = path
+        self.branch = branch
+        self.base = base
+        self.request = request
+        self.out = out
+        self._run: AgentRun | None = None
+        self._stop_reason: str | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def task_id(self) -> str:
+        return self.request.task.id
+
+    def stop(self, reason: str) -> None:
+        with self._lock:
+            self._stop_reason = reason
+            run = self._run
+        if run is not None:
+            run.stop(reason)
+
+    def _post(self, kind: str, payload: Any) -> None:
+        self.out.put((kind, self.task_id, self.request.attempt, payload))
+
+    def run(self) -> None:
+        transcript: list[str] = []
+        size = 0
+        try:
+            self._set_up()
+            with self._lock:
+                if self._stop_reason:
+                    raise _Stopped(self._stop_reason)
+                self._run = get_backend(self.request.backend).start(self.request)
+            for event in self._run.events():
+                line = _json_line(event)
+                if size + len(line) <= TRANSCRIPT_LIMIT:
+                    transcript.append(line)
+                    size += len(line)
+                self._post("event", event)
+            result = self._run.result
+            commit = self._commit_leftovers()
+            self._post("done", Outcome(result, commit, "".join(transcript)))
+        except _Stopped as stop:
+            self._post("done", Outcome(AgentResult(ok=False, error=str(stop)), self._safe_commit(), "".join(transcript), setup_error=str(stop)))
+        except Exception as exc:  # a worker must always report back, whatever broke
+            self._post("done", Outcome(AgentResult(ok=False, error=f"{type(exc).__name__}: {exc}"), self._safe_commit(), "".join(transcript), setup_error=str(exc)))
+
+    def _set_up(self) -> None:
+        if self.path.exists():
+            gitops.remove_worktree(self.repo_dir, self.path)
+        gitops.add_worktree(self.repo_dir, self.path, self.branch, self.base)
+        for rel in self.config.worktree.copy:
+            src = self.repo_dir / rel
+            if src.is_file():
+                (self.path / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, self.path / rel)
+            elif src.is_dir():
+                shutil.copytree(src, self.path / rel, dirs_exist_ok=True)
+        for command in self.config.worktree.setup:
+            with self._lock:
+                if self._stop_reason:
+                    raise _Stopped(self._stop_reason)
+            proc = gitops.run_shell(command, cwd=self.path, env=dict(self.request.env), timeout=self.config.gates.test_timeout_seconds)
+            if proc.returncode != 0:
+                tail = (proc.stdout + proc.stderr).strip().splitlines()[-10:]
+                raise GitswarmError(f"worktree setup `{command}` exited {proc.returncode}: " + " | ".join(tail))
+
+    def _commit_leftovers(self) -> str | None:
+        message = f"{self.request.task.id}: {self.request.task.title}\n\nWork left uncommitted by {self.request.agent_id}, committed by gitswarm.\n"
+        gitops.commit_all(self.path, message, dict(self.request.env))
+        return gitops.head(self.path)[1]
+
+    def _safe_commit(self) -> str | None:
+        try:
+            return self._commit_leftovers() if self.path.exists() else None
+        except Exception:
+            return None
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _json_line(event: AgentEvent) -> str:
+    import json
+
+    return json.dumps(event.to_json(), ensure_ascii=False, sort_keys=True) + "\n"
+
+
+@dataclass
+class _Progress:
+    n: int
+    text: str
+
+
+@dataclass
+class Coordinator:
+    repo_dir: Path
+    run_id: str
+    config: SwarmConfig
+    report: Reporter = print
+    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
+
+    def __post_init__(self) -> None:
+        self.repo_dir = Path(self.repo_dir)
+        self.store = Store(self.repo_dir)
+        self.rs: RunStore = self.store.run(self.run_id)
+        self.paths = run_paths(self.repo_dir, self.config, self.run_id)
+        self.queue: queue.Queue[tuple[str, str, int, Any]] = queue.Queue()
+        self.workers: dict[str, AttemptWorker] = {}
+        self.progress: dict[str, _Progress] = {}
+        self.last_flush = 0.0
+        self.signal_reason: str | None = None
+        self.stopping = False
+        self.started_at = time.monotonic()
+        self.committer = gitops.user_identity(self.repo_dir)
+
+    # ------------------------------------------------------------ public
+
+    def run(self) -> RunState:
+        """Coordinate until the run ends (or is paused for approval and then goes on).
+        Returns the final state."""
+        self.rs.acquire_lease(self.owner, LEASE_TTL)
+        restore = self._install_signal_handlers()
+        try:
+            self.paths.root.mkdir(parents=True, exist_ok=True)
+            install_hooks(self.paths.hooks)
+            gitops.ensure_excluded(self.repo_dir, f"/{self.config.run.run_dir.strip('/')}/")
+            self._reconcile()
+            self._loop()
+        finally:
+            self._stop_workers("coordinator exiting")
+            restore()
+            self.rs.release_lease(self.owner)
+        return self.rs.read()
+
+    # ------------------------------------------------------------ the loop
+
+    def _loop(self) -> None:
+        poll = max(0.01, self.config.run.poll_interval_ms / 1000)
+        last_renew = time.monotonic()
+        waiting_note = None
+        while True:
+            now = time.monotonic()
+            if now - last_renew > LEASE_TTL / 3:
+                try:
+                    self.rs.renew_lease(self.owner, LEASE_TTL)
+                except LeaseLost:
+                    self.report("lost the run's lease to another coordinator: stopping here")
+                    self._stop_workers("lease lost")
+                    return
+                last_renew = now
+            self._drain(timeout=poll)
+            self._flush_progress()
+            state = self.rs.read()
+            if state.run.phase.ended:
+                return
+            self._check_stop_conditions(state)
+            state = self.rs.read()
+            if state.run.stop_requested and not self.stopping:
+                self.stopping = True
+                self.report(f"stopping: {state.run.stop_requested}")
+                self._stop_workers(state.run.stop_requested)
+            busy = {w.request.agent_id: t for t, w in self.workers.items()}
+            step = plan_step(state, self.config, busy, list(self.workers))
+            if step.skip or step.fail:
+                events = [{"type": "task_status", "task": t, "status": "skipped", "reason": r} for t, r in step.skip.items()]
+                events += [{"type": "task_status", "task": t, "status": "failed", "reason": r} for t, r in step.fail.items()]
+                self.rs.append(*events)
+                for t, r in {**step.skip, **step.fail}.items():
+                    self.report(f"{t} {'skipped' if t in step.skip else 'failed'}: {r}")
+                continue
+            for start in step.start:
+                self._start_attempt(start.task, start.agent, start.role)
+            if step.end is not None:
+                phase, reason = step.end
+                self._end(phase, reason)
+                return
+            if step.why_idle and step.why_idle != waiting_note and not self.workers:
+                waiting_note = step.why_idle
+                if state.run.phase == RunPhase.AWAITING_APPROVAL:
+                    self.report(f"waiting for approval: gitswarm approve {self.run_id} (or reject)")
+
+    def _check_stop_conditions(self, state: RunState) -> None:
+        if state.run.stop_requested:
+            return
+        reason = None
+        if self.signal_reason:
+            reason = self.signal_reason
+        elif self.config.run.max_runtime_seconds and time.monotonic() - self.started_at > self.config.run.max_runtime_seconds:
+            reason = "max_runtime"
+        if reason:
+            self.rs.append({"type": "control", "action": "stop", "reason": reason})
+
+    def _end(self, phase: RunPhase, reason: str | None) -> None:
+        self._flush_progress(force=True)
+        state = self.rs.read()
+        note = _exit_note(state, phase, reason)
+        self.rs.append({"type": "run_note", "text": note}, {"type": "run_ended", "phase": phase.value, "reason": reason})
+        self.report(note)
+
+    # ------------------------------------------------------------ starting attempts
+
+    def _start_attempt(self, task_id: str, agent_id: str, role_id: str) -> None:
+        state = self.rs.read()
+        task = state.tasks[task_id]
+        n = (task.attempts[-1].n + 1) if task.attempts else 1
+        role = self.config.role(role_id)
+        assert role is not None
+        agent = next(a for a in agents_of(self.config) if a.id == agent_id)
+        base = gitops.resolve_commit(self.repo_dir, f"refs/heads/{swarm_branch(self.run_id)}")
+        branch = work_branch(self.config, self.run_id, task_id)
+        self._clear_leftover_branch(task_id, branch)
+        prompt = build_prompt(state, task, n)
+        self.rs.append(
+            {"type": "agent_update", "agent": agent.to_json()} if agent_id not in state.agents else {"type": "run_note", "text": f"{agent_id} takes {task_id}"},
+            {
+                "type": "attempt_started",
+                "task": task_id,
+                "n": n,
+                "agent": agent_id,
+                "backend": role.backend,
+                "model": agent.model,
+                "role": role_id,
+                "base": base,
+                "branch": branch,
+                "prompt": prompt,
+            },
+        )
+        env = worker_env(hooks_dir=self.paths.hooks, run_id=self.run_id, task_id=task_id, attempt=n, agent=agent, committer=self.committer)
+        env.update(role.env)
+        request = AgentRequest(
+            task=task.spec,
+            attempt=n,
+            prompt=prompt,
+            workdir=self.paths.worktree(task_id),
+            role_id=role_id,
+            backend=role.backend,
+            agent_id=agent_id,
+            model=agent.model,
+            command=role.command,
+            args=tuple(role.args),
+            env=env,
+            options={"prompt_via": role.prompt_via, "timeout_seconds": role.timeout_seconds},
+            timeout=self.config.watchdog.task_max_duration_seconds,
+            heartbeat_timeout=self.config.watchdog.heartbeat_timeout_seconds,
+        )
+        worker = AttemptWorker(repo_dir=self.repo_dir, config=self.config, path=request.workdir, branch=branch, base=base, request=request, out=self.queue)
+        self.workers[task_id] = worker
+        worker.start()
+        self.report(f"{task_id}#{n} started: {task.spec.title} ({agent.display_name}, from {base[:8]})")
+
+    def _clear_leftover_branch(self, task_id: str, branch: str) -> None:
+        """A work branch left by an earlier attempt or a crash: keep its work reachable
+        (it is merged, or it is kept under attempts/) before the name is reused."""
+        path = self.paths.worktree(task_id)
+        if path.exists():
+            gitops.remove_worktree(self.repo_dir, path)
+        try:
+            tip = gitops.resolve_commit(self.repo_dir, f"refs/heads/{branch}")
+        except Exception:
+            return
+        swarm_tip = gitops.resolve_commit(self.repo_dir, f"refs/heads/{swarm_branch(self.run_id)}")
+        if not gitops.is_ancestor(self.repo_dir, tip, swarm_tip):
+            n = len(self.rs.read().tasks[task_id].attempts) or 1
+            ref = attempt_ref(self.run_id, task_id, n)
+            gitops.git(self.repo_dir, "update-ref", ref, tip)
+        gitops.delete_branch(self.repo_dir, branch, tip)
+
+    # ------------------------------------------------------------ worker messages
+
+    def _drain(self, timeout: float) -> None:
+        try:
+            msg = self.queue.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            kind, task_id, n, payload = msg
+            if kind == "event":
+                self._on_event(task_id, n, payload)
+            else:
+                self._on_done(task_id, n, payload)
+            try:
+                msg = self.queue.get_nowait()
+            except queue.Empty:
+                return
+
+    def _on_event(self, task_id: str, n: int, event: AgentEvent) -> None:
+        if event.kind in ("started", "finished"):
+            return
+        text = event.text or event.kind
+        if event.kind == "file_changed":
+            text = f"{event.data.get('action', 'changed')} {event.data.get('path', '')}".strip()
+        elif event.kind == "tool":
+            text = f"tool {event.data.get('name') or event.data.get('command') or event.text}"
+        self.progress[task_id] = _Progress(n, f"{event.kind}: {text}"[:200])
+
+    def _flush_progress(self, force: bool = False) -> None:
+        if not self.progress:
+            return
+        now = time.monotonic()
+        if not force and (now - self.last_flush) * 1000 < self.config.run.state_flush_ms:
+            return
+        state = self.rs.read()
+        events = []
+        for task_id, p in self.progress.items():
+            t = state.tasks.get(task_id)
+            cur = t.current if t else None
+            if cur is not None and cur.n == p.n and not cur.finished:
+                events.append({"type": "progress", "task": task_id, "n": p.n, "event": p.text})
+        self.progress.clear()
+        self.last_flush = now
+        if events:
+            self.rs.append(*events)
+
+    def _on_done(self, task_id: str, n: int, outcome: Outcome) -> None:
+        worker = self.workers.pop(task_id, None)
+        if worker is not None:
+            worker.join(timeout=5)
+        self.progress.pop(task_id, None)
+        self._flush_progress(force=True)
+        state = self.rs.read()
+        task = state.tasks[task_id]
+        attempt = task.current
+        assert attempt is not None and attempt.n == n
+        result = outcome.result
+        stopped = self.stopping or (worker is not None and worker._stop_reason is not None)
+        changed = outcome.commit is not None and attempt.base is not None and outcome.commit != attempt.base
+        if result.ok:
+            self.rs.append(
+                {
+                    "type": "attempt_finished",
+                    "task": task_id,
+                    "n": n,
+                    "result": "ok",
+                    "exit": result.exit,
+                    "usage": result.usage.to_json(),
+                    "commit": outcome.commit,
+                    "summary": result.summary or None,
+                    "transcript": outcome.transcript,
+                }
+            )
+            self.report(f"{task_id}#{n} finished" + ("" if changed else " (no changes)"))
+            self._verify_and_merge(task_id, n, attempt.base or "", outcome.commit or attempt.base or "")
+            return
+        interrupted = stopped
+        error = result.error or "the agent failed"
+        if interrupted:
+            retry = True
+        else:
+            retry = should_retry(task, self.config)
+        self.rs.append(
+            {
+                "type": "attempt_finished",
+                "task": task_id,
+                "n": n,
+                "result": "interrupted" if interrupted else "failed",
+                "exit": result.exit,
+                "usage": result.usage.to_json(),
+                "error": error,
+                "commit": outcome.commit,
+                "transcript": outcome.transcript,
+                "retry": retry,
+            }
+        )
+        self._keep_attempt(task_id, n, attempt.base, outcome.commit)
+        if interrupted:
+            self.report(f"{task_id}#{n} interrupted: {error}")
+        else:
+            self.report(f"{task_id}#{n} failed: {error}" + (" (will retry)" if retry else " (no attempts left)"))
+
+    # ------------------------------------------------------------ gates and merge
+
+    def _verify_and_merge(self, task_id: str, n: int, base: str, commit: str) -> None:
+        problems = gates.syntax_gate(self.repo_dir, base, commit) if self.config.gates.syntax and commit != base else []
+        state = self.rs.read()
+        task = state.tasks[task_id]
+        if problems:
+            detail = "; ".join(str(p) for p in problems[:5])
+            retry = should_retry(task, self.config)
+            self.rs.append(
+                {
+                    "type": "attempt_verified",
+                    "task": task_id,
+                    "n": n,
+                    "ok": False,
+                    "checks": [{"gate": "syntax", "ok": False, "detail": detail}],
+                    "error": f"syntax gate: {detail}",
+                    "retry": retry,
+                }
+            )
+            self._keep_attempt(task_id, n, base, commit)
+            self.report(f"{task_id}#{n} failed the syntax gate: {detail}" + (" (will retry)" if retry else ""))
+            return
+        self.rs.append({"type": "attempt_verified", "task": task_id, "n": n, "ok": True, "checks": [{"gate": "syntax", "ok": True}]})
+        self._merge(task_id, n, base, commit)
+
+    def _merge(self, task_id: str, n: int, base: str, commit: str) -> None:
+        ref = f"refs/heads/{swarm_branch(self.run_id)}"
+        state = self.rs.read()
+        task = state.tasks[task_id]
+        attempt = task.current
+        assert attempt is not None
+        tip = gitops.resolve_commit(self.repo_dir, ref)
+        merge = gitops.merge_trees(self.repo_dir, tip, commit)
+        if not merge.clean:
+            retry = should_retry(task, self.config)
+            conflict = ", ".join(merge.conflicts[:10]) or "unknown paths"
+            error = f"merge conflict with the swarm branch in {conflict}; the next attempt starts from the new swarm tip"
+            self.rs.append(
+                {
+                    "type": "attempt_verified",
+                    "task": task_id,
+                    "n": n,
+                    "ok": False,
+                    "checks": [{"gate": "merge", "ok": False, "detail": f"conflict in {conflict}"}],
+                    "error": error,
+                    "retry": retry,
+                }
+            )
+            self._keep_attempt(task_id, n, base, commit)
+            self.report(f"{task_id}#{n} conflicts with the swarm branch in {conflict}" + (" (will retry on the new tip)" if retry else ""))
+            return
+        agent = state.agents.get(attempt.agent)
+        message = gitops.merge_message(self.run_id, task_id, task.spec.title, n, agent.display_name if agent else attempt.agent)
+        merge_commit = gitops.commit_tree(self.repo_dir, merge.tree, [tip, commit], message, author=("gitswarm", "gitswarm@gitswarm.invalid"), committer=self.committer)
+        # Two refs cannot move atomically: record the intent first, so that resume can
+        # finish or abandon a merge interrupted between the two writes.
+        self.rs.append({"type": "merge_intent", "task": task_id, "n": n, "commit": merge_commit, "tip": tip})
+        if not gitops.cas_update_ref(self.repo_dir, ref, merge_commit, tip):
+            self.rs.append({"type": "merge_aborted", "task": task_id, "n": n, "reason": "the swarm branch moved during the merge", "retry": True})
+            self._keep_attempt(task_id, n, base, commit)
+            return
+        self._complete_merge(task_id, n, merge_commit)
+
+    def _complete_merge(self, task_id: str, n: int, merge_commit: str) -> None:
+        state = self.rs.append({"type": "merged", "task": task_id, "n": n, "commit": merge_commit})
+        task = state.tasks[task_id]
+        attempt = task.current
+        assert attempt is not None
+        self._write_notes(task_id, attempt_n=n, merge_commit=merge_commit)
+        self._remove_work(task_id, keep_branch=False)
+        done = state.count(TaskStatus.DONE)
+        self.report(f"{task_id} merged as {merge_commit[:8]} ({done}/{len(state.tasks)} done)")
+
+    def _write_notes(self, task_id: str, attempt_n: int, merge_commit: str) -> None:
+        state = self.rs.read()
+        task = state.tasks[task_id]
+        a = next(x for x in task.attempts if x.n == attempt_n)
+        note: dict[str, Any] = {
+            "run": self.run_id,
+            "task": task_id,
+            "title": task.spec.title,
+            "attempt": a.n,
+            "agent": a.agent,
+            "backend": a.backend,
+            "model": a.model,
+            "tokens": a.usage.to_json(),
+            "cost_usd": a.usage.cost_usd,
+            "started": a.started,
+            "ended": a.ended,
+            "checks": [dict(c) for c in a.checks],
+            "score": a.score,
+        }
+        # Notes go only on commits unique to this attempt (base..commit) and the merge.
+        commits = gitops.rev_list(self.repo_dir, a.base, a.commit) if a.base and a.commit else []
+        for c in [*commits, merge_commit]:
+            self.rs.add_note(c, note)
+
+    def _keep_attempt(self, task_id: str, n: int, base: str | None, commit: str | None) -> None:
+        """Keep a failed attempt's work for review, then free the branch and worktree."""
+        if commit and commit != base:
+            gitops.git(self.repo_dir, "update-ref", attempt_ref(self.run_id, task_id, n), commit)
+        self._remove_work(task_id, keep_branch=False)
+
+    def _remove_work(self, task_id: str, keep_branch: bool) -> None:
+        path = self.paths.worktree(task_id)
+        if path.exists():
+            gitops.remove_worktree(self.repo_dir, path)
+        branch = work_branch(self.config, self.run_id, task_id)
+        if keep_branch:
+            return
+        try:
+            tip = gitops.resolve_commit(self.repo_dir, f"refs/heads/{branch}")
+        except Exception:
+            return
+        swarm_tip = gitops.resolve_commit(self.repo_dir, f"refs/heads/{swarm_branch(self.run_id)}")
+        kept = any(
+            gitops.resolve_commit_or_none(self.repo_dir, attempt_ref(self.run_id, task_id, a.n)) == tip
+            for a in self.rs.read().tasks[task_id].attempts
+        )
+        if kept or gitops.is_ancestor(self.repo_dir, tip, swarm_tip):
+            gitops.delete_branch(self.repo_dir, branch, tip)
+
+    # ------------------------------------------------------------ resume
+
+    def _reconcile(self) -> None:
+        """Bring the state in line with the refs after a crash or a stop."""
+        state = self.rs.read()
+        if state.run.phase == RunPhase.SHUTDOWN:
+            self.rs.append({"type": "run_resumed"})
+            self.report(f"resuming run {self.run_id}")
+            state = self.rs.read()
+        flight = state.run.merge_in_flight
+        if flight:
+            self._finish_interrupted_merge(dict(flight))
+            state = self.rs.read()
+        gitops.prune_worktrees(self.repo_dir)
+        for task in list(state.tasks.values()):
+            cur = task.current
+            if task.status == TaskStatus.RUNNING and cur is not None and not cur.finished:
+                commit = None
+                path = self.paths.worktree(task.id)
+                if path.exists():
+                    try:
+                        commit = gitops.commit_all(path, f"{task.id}: work of an interrupted attempt\n", {}) or gitops.head(path)[1]
+                    except Exception:
+                        commit = None
+                self.rs.append(
+                    {
+                        "type": "attempt_finished",
+                        "task": task.id,
+                        "n": cur.n,
+                        "result": "interrupted",
+                        "error": "the coordinator stopped while the agent ran",
+                        "commit": commit,
+                        "retry": True,
+                    }
+                )
+                self._keep_attempt(task.id, cur.n, cur.base, commit)
+                self.report(f"{task.id}#{cur.n} was interrupted: it starts again")
+            elif task.status == TaskStatus.VERIFYING and cur is not None and cur.commit:
+                self.report(f"{task.id}#{cur.n} finished before the stop: verifying and merging it")
+                self._verify_and_merge(task.id, cur.n, cur.base or "", cur.commit)
+
+    def _finish_interrupted_merge(self, flight: dict[str, Any]) -> None:
+        ref = f"refs/heads/{swarm_branch(self.run_id)}"
+        tip = gitops.resolve_commit(self.repo_dir, ref)
+        task_id, n, merge_commit, expected = flight["task"], flight["n"], flight["commit"], flight["tip"]
+        if tip == merge_commit:
+            self.report(f"{task_id}: finishing a merge interrupted after the branch moved")
+            self._complete_merge(task_id, n, merge_commit)
+        elif tip == expected and gitops.cas_update_ref(self.repo_dir, ref, merge_commit, expected):
+            self.report(f"{task_id}: finishing a merge interrupted before the branch moved")
+            self._complete_merge(task_id, n, merge_commit)
+        else:
+            self.rs.append({"type": "merge_aborted", "task": task_id, "n": n, "reason": "the swarm branch moved while the merge was interrupted", "retry": True})
+
+    # ------------------------------------------------------------ stopping
+
+    def _stop_workers(self, reason: str) -> None:
+        for w in list(self.workers.values()):
+            w.stop(reason)
+        deadline = time.monotonic() + 15
+        while self.workers and time.monotonic() < deadline:
+            self._drain(timeout=0.1)
+
+    def _install_signal_handlers(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def handler(signum: int, _frame: Any) -> None:
+            self.signal_reason = f"signal:{signal.Signals(signum).name}"
+
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def restore() -> None:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+        return restore
+
+
+def _exit_note(state: RunState, phase: RunPhase, reason: str | None) -> str:
+    c = {s: state.count(s) for s in TaskStatus}
+    parts = [f"{c[TaskStatus.DONE]} done"]
+    if c[TaskStatus.FAILED]:
+        failed = sorted(t for t, x in state.tasks.items() if x.status == TaskStatus.FAILED)
+        parts.append(f"{len(failed)} failed ({', '.join(failed[:10])})")
+    if c[TaskStatus.SKIPPED]:
+        parts.append(f"{c[TaskStatus.SKIPPED]} skipped")
+    open_ = len(state.tasks) - c[TaskStatus.DONE] - c[TaskStatus.FAILED] - c[TaskStatus.SKIPPED]
+    if open_:
+        parts.append(f"{open_} not finished")
+    u: Usage = state.run.usage
+    why = f" ({reason})" if reason else ""
+    return f"run {phase.value}{why}: {', '.join(parts)}; {u.total_tokens} tokens, ${u.cost_usd:.4f}"

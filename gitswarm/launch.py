@@ -1,0 +1,115 @@
+"""Creating a run: base commit, swarm branch, first state commits, the plan.
+
+Used by `start`, `quick` and `continue`. The user's checkout is never touched: a dirty
+work tree is left as it is (and said so), or snapshotted into a commit with a
+temporary index when `--include-uncommitted` asks for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Sequence
+
+from . import gitops
+from .config import SwarmConfig
+from .errors import InputError
+from .model import RunPhase, RunState, TaskSpec, is_valid_id
+from .store import RunStore, Store, now_iso, swarm_branch
+
+Reporter = Callable[[str], None]
+
+
+def slug(text: str, limit: int = 24) -> str:
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    out = "-".join(words)[:limit].strip("-")
+    return out or "run"
+
+
+def new_run_id(goal: str, name: str | None = None, now: datetime | None = None, salt: str = "") -> str:
+    """`20261123-add-login-7f3a`: the date, a slug of the goal (or the config's run name),
+    and four hex digits so two runs of the same goal on the same day differ."""
+    now = now or datetime.now(timezone.utc)
+    digest = hashlib.sha1(f"{goal}|{name}|{time.time_ns()}|{salt}".encode()).hexdigest()[:4]
+    return f"{now:%Y%m%d}-{slug(name or goal)}-{digest}"
+
+
+@dataclass(frozen=True)
+class Launch:
+    run_id: str
+    state: RunState
+    store: RunStore
+    base_commit: str
+    dirty: tuple[str, ...]
+    included_uncommitted: bool
+
+
+def create_run(
+    repo_dir: Path,
+    config: SwarmConfig,
+    tasks: Sequence[TaskSpec],
+    *,
+    goal: str = "",
+    base: str | None = None,
+    include_uncommitted: bool = False,
+    run_id: str | None = None,
+    preview: bool = False,
+    parent: RunStore | None = None,
+    source: str = "tasks-file",
+) -> Launch:
+    """Write a new run to git, with its plan, ready for the coordinator."""
+    if not tasks:
+        raise InputError("there are no tasks to run: give --tasks-file (planning a goal with an agent needs a planner role)")
+    store = Store(repo_dir)
+    if run_id is not None and not is_valid_id(run_id):
+        raise InputError(f"--run-id {run_id!r}: use lowercase letters, digits, '.', '_' and '-'")
+    run_id = run_id or new_run_id(goal or tasks[0].title, config.run.name or None)
+
+    parent_state = None
+    if parent is not None:
+        pstate = parent.read()
+        if pstate.run.finalized and pstate.run.finalized.get("action") == "discard":
+            raise InputError(f"run {pstate.run.id} was discarded: its swarm branch is gone, so nothing can continue from it")
+        if not pstate.run.phase.ended:
+            raise InputError(f"run {pstate.run.id} is still {pstate.run.phase.value}: continue from it once it has ended")
+        base = f"refs/heads/{pstate.run.swarm_branch}"
+        parent_state = str(parent.tip())
+
+    branch_name, head_commit = gitops.head(repo_dir)
+    base_commit = gitops.resolve_commit(repo_dir, base) if base else head_commit
+    base_branch = branch_name if base is None else (base if not base.startswith("refs/") else None)
+    if parent is not None:
+        base_branch = parent.read().run.base_branch
+    dirty = tuple(gitops.dirty_paths(repo_dir)) if base is None else ()
+    included = False
+    if dirty and include_uncommitted:
+        snap = gitops.snapshot_uncommitted(repo_dir, f"gitswarm: uncommitted changes at the start of run {run_id}")
+        if snap:
+            base_commit, included = snap, True
+
+    swarm = swarm_branch(run_id)
+    info = {
+        "id": run_id,
+        "goal": goal,
+        "base": {"branch": base_branch, "commit": base_commit},
+        "swarm_branch": swarm,
+        "config": config.to_dict(),
+        "preview": preview,
+    }
+    if parent is not None:
+        info["parent"] = {"run": parent.run_id, "state": parent_state}
+    rs = store.create_run(info, parent_state=parent_state)
+    gitops.create_branch(repo_dir, swarm, base_commit)
+    rs.append({"type": "plan_set", "tasks": [t.to_json() for t in tasks], "source": source})
+    next_phase = RunPhase.AWAITING_APPROVAL if preview else RunPhase.RUNNING
+    state = rs.append({"type": "phase_changed", "phase": next_phase.value})
+    return Launch(run_id, state, rs, base_commit, dirty, included)
+
+
+def dry_run_end(rs: RunStore) -> RunState:
+    """--dry-run: the plan is recorded and the run ends before anything runs."""
+    return rs.append({"type": "run_ended", "phase": RunPhase.SHUTDOWN.value, "reason": "dry_run"}, at=now_iso())
