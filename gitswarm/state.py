@@ -183,6 +183,19 @@ def _not_ended(c: _Change) -> None:
     _require(not c.run.phase.ended, f"run {c.run.id} has ended ({c.run.phase.value})")
 
 
+def _resumable(c: _Change) -> None:
+    """Plan edits (add-task, retry) are allowed while the run lives and on a run that
+    shut down and can resume (a dry run, a stopped run): `resume` then works on them."""
+    if not c.run.phase.ended:
+        return
+    _require(
+        c.run.phase == RunPhase.SHUTDOWN
+        and c.run.approval != "rejected"
+        and (c.run.finalized is None or c.run.finalized.get("action") == "keep"),
+        f"run {c.run.id} has ended ({c.run.phase.value}) and cannot resume; `gitswarm continue {c.run.id}` starts a child run",
+    )
+
+
 def _transition(c: _Change, t: TaskState, status: TaskStatus, reason: str | None) -> TaskState:
     _require(
         status == t.status or status in TASK_TRANSITIONS[t.status],
@@ -260,7 +273,7 @@ def _plan_set(c: _Change, e: Mapping[str, Any]) -> None:
 
 
 def _task_added(c: _Change, e: Mapping[str, Any]) -> None:
-    _not_ended(c)
+    _resumable(c)
     raw = e.get("task")
     _require(isinstance(raw, Mapping), "task_added needs a 'task' object")
     spec = TaskSpec.from_json(raw)  # type: ignore[arg-type]
@@ -325,7 +338,7 @@ def _task_status(c: _Change, e: Mapping[str, Any]) -> None:
 def _task_retry(c: _Change, e: Mapping[str, Any]) -> None:
     """`gitswarm retry`: a failed or skipped task gets one more attempt, and the tasks
     skipped only because of it come back too."""
-    _not_ended(c)
+    _resumable(c)
     t = c.task(_str(e, "task"))
     _require(t.status in (TaskStatus.FAILED, TaskStatus.SKIPPED), f"task {t.id} is {t.status.value}, not failed or skipped")
     c.set_task(replace(_transition(c, t, TaskStatus.PENDING, None), max_attempts_bonus=t.max_attempts_bonus + 1))
