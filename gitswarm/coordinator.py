@@ -509,6 +509,7 @@ class Coordinator:
             self.report(f"{task_id}#{n} failed the syntax gate: {detail}" + (" (will retry)" if retry else ""))
             return
         self.rs.append({"type": "attempt_verified", "task": task_id, "n": n, "ok": True, "checks": [{"gate": "syntax", "ok": True}]})
+        self.report(f"{task_id}#{n} passed the syntax gate")
         self._merge(task_id, n, base, commit)
 
     def _merge(self, task_id: str, n: int, base: str, commit: str) -> None:
