@@ -11,11 +11,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-# The main job. Until the run loop lands this shows the CLI and checks the machine,
-# this repository and the example config; then it becomes the demo swarm.
+# The main job: a sample repository in a temporary folder and a three-wave swarm on it
+# with the scripted backend (no agent CLI or model needed), then how to review it.
 demo: $(STAMP)
-	$(VENV)/bin/gitswarm --help
-	$(VENV)/bin/gitswarm doctor gitswarm/templates/minimal.yaml
+	$(VENV)/bin/gitswarm demo
 
 # The test suite, in parallel. .ci/run calls exactly this.
 test: $(STAMP)
@@ -23,6 +22,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/store_bench.py
+	$(PY) benchmarks/run_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
