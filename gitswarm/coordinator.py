@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from gitswarm.backends.base import AgentEvent, AgentRequest, AgentResult, AgentRun
 from gitswarm.backends.registry import get_backend
-from gitswarm.hooks.worker import install_hooks, worker_env
+from gitswarm.hooks.worker import install_hooks, worker_env, write_excludes_file
 
 from . import gates, gitops
 from .config import SwarmConfig
@@ -60,6 +60,10 @@ class RunPaths:
     @property
     def hooks(self) -> Path:
         return self.root / "hooks"
+
+    @property
+    def excludes(self) -> Path:
+        return self.root / "exclude"
 
     def worktree(self, task_id: str) -> Path:
         return self.worktrees / task_id
@@ -151,12 +155,7 @@ class AttemptWorker(threading.Thread):
             gitops.remove_worktree(self.repo_dir, self.path)
         gitops.add_worktree(self.repo_dir, self.path, self.branch, self.base)
         for rel in self.config.worktree.copy:
-            src = self.repo_dir / rel
-            if src.is_file():
-                (self.path / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, self.path / rel)
-            elif src.is_dir():
-                shutil.copytree(src, self.path / rel, dirs_exist_ok=True)
+            copy_untracked(self.repo_dir / rel, self.path / rel)
         for command in self.config.worktree.setup:
             with self._lock:
                 if self._stop_reason:
@@ -182,6 +181,22 @@ class AttemptWorker(threading.Thread):
             return self._commit_leftovers() if self.path.exists() else None
         except Exception:
             return None
+
+
+def copy_untracked(src: Path, dest: Path) -> None:
+    """Copy a file or folder of the user's checkout into a worktree, never over a file
+    the worktree already has: a tracked file comes from the swarm tip, and copying the
+    user's local edit over it would slip their uncommitted work into the run."""
+    if src.is_file():
+        if not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest)
+        return
+    if src.is_dir():
+        for root, _dirs, names in os.walk(src):
+            for name in names:
+                f = Path(root) / name
+                copy_untracked(f, dest / f.relative_to(src))
 
 
 def leftover_message(run_id: str, task_id: str, title: str, attempt: int, agent: str, why: str) -> str:
@@ -241,6 +256,7 @@ class Coordinator:
         try:
             self.paths.root.mkdir(parents=True, exist_ok=True)
             install_hooks(self.paths.hooks)
+            write_excludes_file(self.paths.excludes, self.repo_dir, list(self.config.worktree.copy))
             gitops.ensure_excluded(self.repo_dir, f"/{self.config.run.run_dir.strip('/')}/")
             self._reconcile()
             self._loop()
@@ -290,7 +306,7 @@ class Coordinator:
                 self._start_attempt(start.task, start.agent, start.role)
             if step.end is not None:
                 phase, reason = step.end
-                self._end(phase, reason)
+                self._end(phase, reason, step.why_idle)
                 return
             if step.why_idle and step.why_idle != waiting_note and not self.workers:
                 waiting_note = step.why_idle
@@ -308,10 +324,10 @@ class Coordinator:
         if reason:
             self.rs.append({"type": "control", "action": "stop", "reason": reason})
 
-    def _end(self, phase: RunPhase, reason: str | None) -> None:
+    def _end(self, phase: RunPhase, reason: str | None, detail: str | None = None) -> None:
         self._flush_progress(force=True)
         state = self.rs.read()
-        note = _exit_note(state, phase, reason)
+        note = _exit_note(state, phase, reason) + (f" ({detail})" if detail else "")
         self.rs.append({"type": "run_note", "text": note}, {"type": "run_ended", "phase": phase.value, "reason": reason})
         self.report(note)
 
@@ -343,7 +359,7 @@ class Coordinator:
                 "prompt": prompt,
             },
         )
-        env = worker_env(hooks_dir=self.paths.hooks, run_id=self.run_id, task_id=task_id, attempt=n, agent=agent, committer=self.committer)
+        env = worker_env(hooks_dir=self.paths.hooks, run_id=self.run_id, task_id=task_id, attempt=n, agent=agent, committer=self.committer, excludes_file=self.paths.excludes)
         env.update(role.env)
         request = AgentRequest(
             task=task.spec,
@@ -682,7 +698,7 @@ class Coordinator:
         """Keep what an interrupted agent left in its worktree, as a commit by that agent."""
         state = self.rs.read()
         agent = state.agents.get(agent_id) or Agent(id=agent_id, role="", backend="")
-        env = worker_env(hooks_dir=self.paths.hooks, run_id=self.run_id, task_id=task.id, attempt=n, agent=agent, committer=self.committer)
+        env = worker_env(hooks_dir=self.paths.hooks, run_id=self.run_id, task_id=task.id, attempt=n, agent=agent, committer=self.committer, excludes_file=self.paths.excludes)
         why = "Work of an attempt interrupted when its coordinator stopped, committed by gitswarm on resume."
         gitops.commit_all(path, leftover_message(self.run_id, task.id, task.spec.title, n, agent.display_name, why), env, verify=False)
         return gitops.head(path)[1]

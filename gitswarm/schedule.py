@@ -147,7 +147,9 @@ def plan_step(state: RunState, config: SwarmConfig, busy_agents: Mapping[str, st
     open_tasks = [tid for tid, s in status.items() if not s.terminal and tid not in step.fail]
     failed = sorted(tid for tid, s in status.items() if s == TaskStatus.FAILED) + sorted(step.fail)
     if budget is not None and (ready or open_tasks):
-        step.end = (RunPhase.SHUTDOWN, f"budget_exhausted ({budget})")
+        # The reason is the bare word scripts match on; the figures go in why_idle.
+        step.end = (RunPhase.SHUTDOWN, "budget_exhausted")
+        step.why_idle = f"budget: {budget}"
     elif open_tasks:
         pending = ", ".join(sorted(open_tasks)[:10])
         step.end = (RunPhase.SHUTDOWN, f"stuck: no task can start (pending: {pending})")

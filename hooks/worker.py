@@ -81,6 +81,7 @@ def worker_env(
     committer: tuple[str, str] | None,
     python: str = sys.executable,
     base_env: Mapping[str, str] | None = None,
+    excludes_file: Path | None = None,
 ) -> dict[str, str]:
     """Variables to add to the environment of an agent's processes (merge them over
     os.environ: `{**os.environ, **worker_env(...)}`); only the additions are returned.
@@ -96,6 +97,9 @@ def worker_env(
     `git rebase -i` or `git log` from waiting on an editor or pager nobody sees.
     The committer is the user (who owns the result); when unknown, gitswarm's fallback
     identity, so that a machine without user.email can still run agents.
+    `excludes_file` (core.excludesFile) keeps the files copied into the worktree (`.env`)
+    out of every commit; it must also hold the user's own global excludes (see
+    write_excludes_file), since it replaces them for the agent's git.
     """
     base = os.environ if base_env is None else base_env
     settings = [
@@ -104,6 +108,8 @@ def worker_env(
         ("maintenance.auto", "false"),
         ("commit.gpgSign", "false"),
     ]
+    if excludes_file is not None:
+        settings.append(("core.excludesFile", str(Path(excludes_file).resolve())))
     start = _config_count(base)
     env: dict[str, str] = {"GIT_CONFIG_COUNT": str(start + len(settings))}
     for i, (key, value) in enumerate(settings, start):
@@ -126,3 +132,34 @@ def worker_env(
         }
     )
     return env
+
+
+def user_excludes_file(repo_dir: Path) -> Path | None:
+    """The user's global excludes file: core.excludesFile, else git's default
+    $XDG_CONFIG_HOME/git/ignore (~/.config/git/ignore)."""
+    import subprocess
+
+    proc = subprocess.run(
+        ["git", "config", "--path", "--get", "core.excludesFile"], cwd=repo_dir, capture_output=True, text=True
+    )
+    if proc.returncode == 0 and proc.stdout.strip():
+        return Path(proc.stdout.strip()).expanduser()
+    xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    default = Path(xdg) / "git" / "ignore"
+    return default if default.is_file() else None
+
+
+def write_excludes_file(dest: Path, repo_dir: Path, copied: list[str]) -> Path:
+    """An excludes file for a run's agents: the user's global excludes, then the paths
+    copied into each worktree, anchored at the top (`/.env`), so a copied secret is
+    never committed by the agent's `git add -A` or by gitswarm's leftover commit."""
+    parts: list[str] = []
+    mine = user_excludes_file(repo_dir)
+    if mine is not None and mine.is_file():
+        parts.append(f"# from {mine}\n" + mine.read_text(errors="replace").rstrip("\n") + "\n")
+    if copied:
+        escaped = ["/" + p.strip("/").replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?").replace("[", "\\[") for p in copied]
+        parts.append("# copied into each worktree by gitswarm (worktree.copy)\n" + "\n".join(escaped) + "\n")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text("".join(parts))
+    return dest

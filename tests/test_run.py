@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -387,3 +388,73 @@ def _attempts(repo: Path, run: str, task: str):
 
 if sys.platform == "win32":  # pragma: no cover
     pytest.skip("POSIX signals and worktrees", allow_module_level=True)
+
+
+AGENT = """\
+import json, pathlib, sys
+task = sys.argv[1]
+pathlib.Path(f"{task}.txt").write_text(f"{task}\\n")
+print(json.dumps({"type": "usage", "data": {"input_tokens": 800, "output_tokens": 200, "cost_usd": 0.01}}))
+"""
+
+
+def test_budget_ends_the_run_before_it_is_passed(user_repo: Path) -> None:
+    agent = user_repo.parent / "agent.py"
+    agent.write_text(AGENT)
+    cfg = user_repo.parent / "swarm.yaml"
+    cfg.write_text(
+        "version: 1\nrun: {poll_interval_ms: 20}\n"
+        f"roles:\n  - {{role_id: impl, role_type: worker, backend: command, command: {sys.executable}, "
+        f"args: [{agent}, '{{task_id}}'], count: 1, task_kinds: [implement]}}\n"
+        "budget: {max_tokens: 2500, max_cost_usd: 10}\n"
+    )
+    tasks = "tasks:\n" + "".join(f"  - {{id: t{i}, title: T{i}, files: [t{i}.txt]}}\n" for i in range(1, 6))
+    tf = write_tasks(user_repo.parent, tasks)
+    proc = gitswarm(user_repo, "start", str(cfg), "--tasks-file", str(tf), "--run-id", "r1")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    st = status(user_repo, "r1")
+    assert st["phase"] == "shutdown" and st["reason"] == "budget_exhausted"
+    assert st["usage"]["total_tokens"] == 2000, "two attempts of 1,000 tokens; a third would pass 2,500"
+    assert [t["status"] for t in st["tasks"]].count("done") == 2
+    assert "tokens: 2000 used of 2500" in proc.stdout
+
+
+def test_worktree_copy_and_setup_run_first_and_copied_files_are_never_committed(user_repo: Path) -> None:
+    (user_repo / ".gitignore").write_text("build/\n")
+    git(user_repo, "add", ".gitignore")
+    git(user_repo, "commit", "-q", "-m", "ignore build")
+    (user_repo / ".env").write_text("SECRET=1\n")
+    (user_repo / "conf").mkdir()
+    (user_repo / "conf" / "local.ini").write_text("[x]\n")
+    extra = "worktree:\n  copy: [.env, conf, notes.txt]\n  setup: ['mkdir -p build && echo ok > build/stamp']\n"
+    tasks = 'tasks:\n  - {id: t1, title: Use env, files: [used.txt], script: [{run: "test -f build/stamp && cat .env conf/local.ini notes.txt > used.txt"}]}\n'
+    before = checkout_snapshot(user_repo)
+    proc = _start(user_repo, tasks, config_extra=extra)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    tip = "attoswarm/r1"
+    # notes.txt is tracked: the worktree keeps the committed version, not the user's edit.
+    assert git(user_repo, "show", f"{tip}:used.txt") == "SECRET=1\n[x]\nmine"
+    tree = git(user_repo, "ls-tree", "-r", "--name-only", tip).splitlines()
+    assert ".env" not in tree and "conf/local.ini" not in tree and "build/stamp" not in tree
+    assert checkout_snapshot(user_repo) == before
+
+
+def test_a_failing_setup_command_fails_the_attempt_with_its_output(user_repo: Path) -> None:
+    extra = "worktree:\n  setup: ['echo preparing; echo broken >&2; exit 3']\n"
+    tasks = 'tasks:\n  - {id: t1, title: T, files: [a.txt], script: [{write: {path: a.txt, content: "a"}}]}\n'
+    proc = _start(user_repo, tasks, attempts=1, config_extra=extra)
+    assert proc.returncode == 1
+    t1 = status(user_repo, "r1")["tasks"][0]
+    assert t1["status"] == "failed" and "exited 3" in t1["reason"] and "broken" in t1["reason"]
+
+
+def test_the_users_global_excludes_still_apply_to_agents(user_repo: Path) -> None:
+    ignore = Path(os.environ["HOME"]) / ".config" / "git" / "ignore"
+    ignore.parent.mkdir(parents=True, exist_ok=True)
+    ignore.write_text("*.log\n")
+    extra = "worktree:\n  copy: [scratch.txt]\n"
+    tasks = 'tasks:\n  - {id: t1, title: T, files: [a.txt], script: [{write: {path: debug.log, content: "x"}}, {write: {path: a.txt, content: "a"}}]}\n'
+    proc = _start(user_repo, tasks, config_extra=extra)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    tree = git(user_repo, "ls-tree", "-r", "--name-only", "attoswarm/r1").splitlines()
+    assert "a.txt" in tree and "debug.log" not in tree and "scratch.txt" not in tree

@@ -82,7 +82,7 @@ def test_budget_gate_stops_spawning() -> None:
     s = state_of(task("a", status=TaskStatus.DONE, attempts=(spent,)), task("b"), usage=Usage(input_tokens=600))
     assert budget_exhausted(s, CONFIG) is not None
     step = plan_step(s, CONFIG, {}, [])
-    assert not step.start and step.end is not None and step.end[1].startswith("budget_exhausted")
+    assert not step.start and step.end is not None and step.end[1] == "budget_exhausted" and "tokens" in (step.why_idle or "")
 
 
 def test_retry_limit_ignores_interrupted_attempts() -> None:
