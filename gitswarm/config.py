@@ -248,10 +248,6 @@ class SwarmConfig(_Plain):
             return ""
         return role.model or self.run.default_model
 
-    def worktrees_dir(self) -> str:
-        """Where worker worktrees go, relative to working_dir unless absolute."""
-        return self.worktree.dir or os.path.join(self.run.run_dir, "worktrees")
-
     # to_dict (from _Plain) gives every resolved value, defaults included, as JSON-able
     # data: the run's state stores it, and from_dict(to_dict()) == self.
 

@@ -52,10 +52,7 @@ class RunPaths:
     """Local files of a run: only what cannot live in git (worktrees, hook scripts)."""
 
     root: Path
-
-    @property
-    def worktrees(self) -> Path:
-        return self.root / "worktrees"
+    worktrees: Path
 
     @property
     def hooks(self) -> Path:
@@ -70,7 +67,11 @@ class RunPaths:
 
 
 def run_paths(repo_dir: Path, config: SwarmConfig, run_id: str) -> RunPaths:
-    return RunPaths(root=repo_dir / config.run.run_dir / run_id)
+    """`<run_dir>/<run>/` for the run's files; worktrees under it, or under
+    `worktree.dir/<run>/` when the config puts them elsewhere (another disk, say)."""
+    root = repo_dir / config.run.run_dir / run_id
+    worktrees = repo_dir / config.worktree.dir / run_id if config.worktree.dir else root / "worktrees"
+    return RunPaths(root=root, worktrees=worktrees)
 
 
 def work_branch(config: SwarmConfig, run_id: str, task_id: str) -> str:
@@ -257,7 +258,8 @@ class Coordinator:
             self.paths.root.mkdir(parents=True, exist_ok=True)
             install_hooks(self.paths.hooks)
             write_excludes_file(self.paths.excludes, self.repo_dir, list(self.config.worktree.copy))
-            gitops.ensure_excluded(self.repo_dir, f"/{self.config.run.run_dir.strip('/')}/")
+            for local in (self.paths.root, self.paths.worktrees):
+                self._exclude_if_inside(local)
             self._reconcile()
             self._loop()
         finally:
@@ -265,6 +267,17 @@ class Coordinator:
             restore()
             self.rs.release_lease(self.owner)
         return self.rs.read()
+
+    def _exclude_if_inside(self, path: Path) -> None:
+        """Keep gitswarm's local folders out of the user's `git status`, through
+        .git/info/exclude (never their .gitignore)."""
+        try:
+            rel = path.resolve().relative_to(self.repo_dir.resolve())
+        except ValueError:
+            return  # outside the repository: nothing to hide
+        top = rel.parts[0] if rel.parts else None
+        if top:
+            gitops.ensure_excluded(self.repo_dir, f"/{top}/")
 
     # ------------------------------------------------------------ the loop
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import gitops
 from .config import SwarmConfig
+from .coordinator import run_paths
 from .errors import GitswarmError, InputError
 from .model import RunState
 from .store import RunStore, swarm_branch
@@ -149,10 +150,11 @@ def collect(repo_dir: Path, rs: RunStore, config: SwarmConfig) -> list[str]:
     state = rs.read()
     _require_ended(state)
     removed: list[str] = []
-    root = repo_dir / config.run.run_dir / state.run.id
+    paths = run_paths(repo_dir, config, state.run.id)
+    root = paths.root
     for wt in gitops.worktrees(repo_dir):
         path = Path(wt.get("worktree", ""))
-        if root in path.parents:
+        if root in path.parents or paths.worktrees in path.parents:
             gitops.remove_worktree(repo_dir, path)
             removed.append(str(path))
     gitops.prune_worktrees(repo_dir)
@@ -167,7 +169,8 @@ def collect(repo_dir: Path, rs: RunStore, config: SwarmConfig) -> list[str]:
             gitops.git(repo_dir, "update-ref", f"refs/attoswarm/{state.run.id}/attempts/{task}/{n}", tip)
         gitops.delete_branch(repo_dir, ref[len("refs/heads/"):], tip)
         removed.append(ref)
-    if root.exists():
-        shutil.rmtree(root, ignore_errors=True)
-        removed.append(str(root))
+    for folder in (paths.worktrees, root):
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(str(folder))
     return removed

@@ -290,7 +290,6 @@ def test_defaults() -> None:
     assert c.retries == RetriesConfig(max_task_attempts=2)
     assert c.worktree == WorktreeConfig(copy=[], setup=[], branch_prefix="attoswarm-work", dir=None)
     assert c.gates == GatesConfig(syntax=True, tests=True, test_command=None, test_timeout_seconds=600.0)
-    assert c.worktrees_dir() == ".gitswarm/worktrees"
 
 
 def test_write_access_defaults_by_role_type() -> None:
@@ -693,7 +692,6 @@ worktree:
 """).config
     assert c.worktree == WorktreeConfig(copy=[".env", "config/local.json"], setup=["npm ci"],
                                         branch_prefix="swarm/work", dir="/tmp/trees")
-    assert c.worktrees_dir() == "/tmp/trees"
 
 
 @pytest.mark.parametrize("prefix", ["a..b", "work/", "/work", "a b", "x.lock", "-x", "attoswarm"])

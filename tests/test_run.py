@@ -458,3 +458,57 @@ def test_the_users_global_excludes_still_apply_to_agents(user_repo: Path) -> Non
     assert proc.returncode == 0, proc.stdout + proc.stderr
     tree = git(user_repo, "ls-tree", "-r", "--name-only", "attoswarm/r1").splitlines()
     assert "a.txt" in tree and "debug.log" not in tree and "scratch.txt" not in tree
+
+
+def test_retry_after_the_run_ended_then_resume_completes_it(user_repo: Path, tmp_path: Path) -> None:
+    flag = tmp_path / "fixed"
+    tasks = f"""\
+tasks:
+  - {{id: t1, title: Needs a fix, files: [a.txt], script: [{{run: "test -f {flag}"}}, {{write: {{path: a.txt, content: "a"}}}}]}}
+  - {{id: t2, title: After it, deps: [t1], files: [b.txt], script: [{{write: {{path: b.txt, content: "b"}}}}]}}
+"""
+    assert _start(user_repo, tasks, attempts=1).returncode == 1
+    st = {t["id"]: t for t in status(user_repo, "r1")["tasks"]}
+    assert st["t1"]["status"] == "failed" and st["t2"]["status"] == "skipped"
+    flag.write_text("")
+    assert gitswarm(user_repo, "retry", "r1", "t1").returncode == 0
+    proc = gitswarm(user_repo, "resume", "r1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    st = {t["id"]: t for t in status(user_repo, "r1")["tasks"]}
+    assert st["t1"]["status"] == "done" and len(st["t1"]["attempts"]) == 2
+    assert st["t2"]["status"] == "done"
+
+
+def test_pause_lets_running_work_finish_and_starts_nothing_new(user_repo: Path) -> None:
+    tasks = """\
+tasks:
+  - {id: a, title: A, files: [a.txt], script: [{sleep: 1.0}, {write: {path: a.txt, content: "a"}}]}
+  - {id: b, title: B, deps: [a], files: [b.txt], script: [{write: {path: b.txt, content: "b"}}]}
+"""
+    cfg = write_config(user_repo.parent)
+    tf = write_tasks(user_repo.parent, tasks)
+    proc = gitswarm_bg(user_repo, "start", str(cfg), "--tasks-file", str(tf), "--run-id", "r1")
+    try:
+        _wait_for(lambda: _task_status(user_repo, "r1", "a") == "running")
+        assert gitswarm(user_repo, "pause", "r1").returncode == 0
+        _wait_for(lambda: _task_status(user_repo, "r1", "a") == "done")
+        time.sleep(0.5)
+        assert _task_status(user_repo, "r1", "b") in ("pending", "ready") and _phase(user_repo, "r1") == "paused"
+        assert gitswarm(user_repo, "unpause", "r1").returncode == 0
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out
+    assert _task_status(user_repo, "r1", "b") == "done"
+
+
+def test_branch_prefix_and_worktree_dir_are_configurable(user_repo: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "wt"
+    extra = f"worktree:\n  branch_prefix: swarmwork\n  dir: {outside}\n"
+    tasks = 'tasks:\n  - {id: t1, title: T, files: [a.txt], script: [{run: "pwd > where.txt && git rev-parse --abbrev-ref HEAD >> where.txt"}]}\n'
+    proc = _start(user_repo, tasks, config_extra=extra)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    where = git(user_repo, "show", "attoswarm/r1:where.txt").splitlines()
+    assert where == [str(outside / "r1" / "t1"), "swarmwork/r1/t1"]
+    assert git(user_repo, "for-each-ref", "refs/heads/swarmwork") == ""
+    assert git(user_repo, "status", "--porcelain") == "M notes.txt\n?? scratch.txt"
