@@ -200,6 +200,33 @@ def copy_untracked(src: Path, dest: Path) -> None:
                 copy_untracked(f, dest / f.relative_to(src))
 
 
+def stop_orphan_agent(pid: int, worktree: Path, grace: float = 3.0) -> bool:
+    """Stop an agent left running by a coordinator that died, if it still works in
+    `worktree`. The working directory is checked (/proc/<pid>/cwd) so that a recycled
+    pid of some unrelated process is never signalled. True if one was stopped."""
+    try:
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return False  # gone, not ours to see, or no /proc
+    if not (cwd == worktree.resolve() or worktree.resolve() in cwd.parents):
+        return False
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)  # agents run in their own session: the whole group
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            time.sleep(0.05)
+    return True
+
+
 def leftover_message(run_id: str, task_id: str, title: str, attempt: int, agent: str, why: str) -> str:
     """The message of a commit gitswarm makes of an agent's uncommitted work, with the
     trailers the commit-msg hook would have added."""
@@ -431,6 +458,9 @@ class Coordinator:
                 return
 
     def _on_event(self, task_id: str, n: int, event: AgentEvent) -> None:
+        if event.kind == "started" and isinstance(event.data.get("pid"), int):
+            self._record_pid(task_id, int(event.data["pid"]))
+            return
         if event.kind in ("started", "finished"):
             return
         text = event.text or event.kind
@@ -439,6 +469,16 @@ class Coordinator:
         elif event.kind == "tool":
             text = str(event.data.get('name') or event.data.get('command') or event.text)
         self.progress[task_id] = _Progress(n, f"{event.kind}: {text}"[:200])
+
+    def _record_pid(self, task_id: str, pid: int) -> None:
+        """The agent's process, so that a resume after a crash of this coordinator can
+        stop an agent still running in a worktree it is about to reclaim."""
+        worker = self.workers.get(task_id)
+        if worker is None:
+            return
+        agent = self.rs.read().agents.get(worker.request.agent_id)
+        if agent is not None:
+            self.rs.append({"type": "agent_update", "agent": {**agent.to_json(), "pid": pid}})
 
     def _flush_progress(self, force: bool = False) -> None:
         if not self.progress:
@@ -670,6 +710,10 @@ class Coordinator:
             if task.status == TaskStatus.RUNNING and cur is not None and not cur.finished:
                 commit = None
                 path = self.paths.worktree(task.id)
+                orphan = state.agents.get(cur.agent)
+                if orphan is not None and orphan.pid and orphan.task == task.id:
+                    if stop_orphan_agent(orphan.pid, path):
+                        self.report(f"{task.id}#{cur.n}: stopped its agent (pid {orphan.pid}), still running from before the crash")
                 if path.exists():
                     try:
                         commit = self._commit_interrupted(task, cur.n, cur.agent, path)

@@ -102,3 +102,65 @@ def test_sigkill_at_random_moments_then_resume_finishes(tmp_path: Path, seed: in
     assert git(repo, "status", "--porcelain") == ""
     fsck = subprocess.run(["git", "fsck", "--no-dangling"], cwd=repo, capture_output=True, text=True)
     assert fsck.returncode == 0, fsck.stderr
+
+
+SLEEPER = """\
+import os, pathlib, sys, time
+pathlib.Path(sys.argv[1]).write_text(str(os.getpid()))
+time.sleep(60)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie not yet reaped counts as gone.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_resume_stops_an_agent_left_running_by_a_killed_coordinator(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    agent = tmp_path / "sleeper.py"
+    agent.write_text(SLEEPER)
+    pidfile = tmp_path / "agent.pid"
+    import sys
+
+    cfg = tmp_path / "swarm.yaml"
+    cfg.write_text(
+        "version: 1\nrun: {poll_interval_ms: 20}\n"
+        f"roles:\n  - {{role_id: impl, role_type: worker, backend: command, command: {sys.executable}, "
+        f"args: [{agent}, {pidfile}], count: 1, task_kinds: [implement]}}\n"
+    )
+    tf = write_tasks(tmp_path, "tasks:\n  - {id: t1, title: Sleep, files: [a.txt]}\n")
+    proc = gitswarm_bg(repo, "start", str(cfg), "--tasks-file", str(tf), "--run-id", "rk")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        state = Store(repo).run("rk").read() if _phase(repo, "rk") else None
+        if state and pidfile.exists() and any(a.pid for a in state.agents.values()):
+            break
+        time.sleep(0.05)
+    pid = int(pidfile.read_text())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=10)
+    assert _alive(pid), "the agent outlives its coordinator"
+
+    resumed = gitswarm_bg(repo, "resume", "rk")
+    try:
+        deadline = time.monotonic() + 20
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(pid), "resume stopped the orphaned agent"
+        resumed.send_signal(signal.SIGTERM)
+        out, _ = resumed.communicate(timeout=30)
+    finally:
+        resumed.kill()
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    assert "still running from before the crash" in out
