@@ -482,7 +482,7 @@ tasks:
 def test_pause_lets_running_work_finish_and_starts_nothing_new(user_repo: Path) -> None:
     tasks = """\
 tasks:
-  - {id: a, title: A, files: [a.txt], script: [{sleep: 1.0}, {write: {path: a.txt, content: "a"}}]}
+  - {id: a, title: A, files: [a.txt], script: [{sleep: 4.0}, {write: {path: a.txt, content: "a"}}]}
   - {id: b, title: B, deps: [a], files: [b.txt], script: [{write: {path: b.txt, content: "b"}}]}
 """
     cfg = write_config(user_repo.parent)
