@@ -92,6 +92,8 @@ def create_run(
             base_commit, included = snap, True
 
     swarm = swarm_branch(run_id)
+    if gitops.rev_parse(repo_dir, f"refs/heads/{swarm}") is not None:
+        raise InputError(f"a branch {swarm} already exists: choose another --run-id (gitswarm never reuses a branch it did not create)")
     info = {
         "id": run_id,
         "goal": goal,

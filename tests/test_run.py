@@ -512,3 +512,11 @@ def test_branch_prefix_and_worktree_dir_are_configurable(user_repo: Path, tmp_pa
     assert where == [str(outside / "r1" / "t1"), "swarmwork/r1/t1"]
     assert git(user_repo, "for-each-ref", "refs/heads/swarmwork") == ""
     assert git(user_repo, "status", "--porcelain") == "M notes.txt\n?? scratch.txt"
+
+
+def test_a_run_never_takes_over_an_existing_branch(user_repo: Path) -> None:
+    git(user_repo, "branch", "attoswarm/r1")
+    proc = _start(user_repo, 'tasks:\n  - {id: t1, title: T, script: [{write: {path: a, content: "a"}}]}\n')
+    assert proc.returncode == 2 and "attoswarm/r1 already exists" in proc.stderr
+    assert git(user_repo, "for-each-ref", "refs/attoswarm") == ""
+    assert git(user_repo, "rev-parse", "attoswarm/r1") == git(user_repo, "rev-parse", "HEAD")
