@@ -703,7 +703,7 @@ class Coordinator:
         if flight:
             self._finish_interrupted_merge(dict(flight))
             state = self.rs.read()
-        gitops.prune_worktrees(self.repo_dir)
+        gitops.prune_worktrees(self.repo_dir, self.paths.worktrees)
         self._tidy_merged_tasks(state)
         for task in list(state.tasks.values()):
             cur = task.current

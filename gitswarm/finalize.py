@@ -157,7 +157,7 @@ def collect(repo_dir: Path, rs: RunStore, config: SwarmConfig) -> list[str]:
         if root in path.parents or paths.worktrees in path.parents:
             gitops.remove_worktree(repo_dir, path)
             removed.append(str(path))
-    gitops.prune_worktrees(repo_dir)
+    gitops.prune_worktrees(repo_dir, paths.worktrees)
     prefix = f"refs/heads/{config.worktree.branch_prefix}/{state.run.id}/"
     swarm = gitops.resolve_commit_or_none(repo_dir, f"refs/heads/{state.run.swarm_branch}")
     for ref, tip in gitops.list_refs(repo_dir, prefix):

@@ -406,8 +406,8 @@ def add_worktree(repo_dir: Path | str, path: Path | str, branch: str, commit: st
     args = ["-c", "gc.auto=0", "worktree", "add", "--quiet", str(path), ref[len("refs/heads/"):]]
     if git(repo_dir, *args, check=False).returncode != 0:
         # Most often a worktree deleted without `git worktree remove` (a crash) still
-        # holds the path or the branch: forget such worktrees and try once more.
-        prune_worktrees(repo_dir)
+        # holds the path or the branch: forget such worktrees of ours and try once more.
+        prune_worktrees(repo_dir, Path(path).parent)
         git(repo_dir, *args)
 
 
@@ -505,12 +505,36 @@ def remove_worktree(repo_dir: Path | str, path: Path | str) -> None:
         return
     if exists:
         raise GitswarmError(f"{path} is not a worktree of {repo_dir}: not removing it")
-    prune_worktrees(repo_dir)
+    prune_worktrees(repo_dir, path)
 
 
-def prune_worktrees(repo_dir: Path | str) -> None:
-    """Forget worktrees whose directories are gone (at start and resume)."""
-    git(repo_dir, "worktree", "prune")
+def prune_worktrees(repo_dir: Path | str, under: Path | str | None = None) -> list[str]:
+    """Forget worktrees of ours whose directories are gone (a crash, an `rm -rf`), so
+    their branches stop counting as checked out. Returns the paths forgotten.
+
+    Not `git worktree prune`: that also forgets the user's own worktrees whose folder is
+    only missing for now (a disk not mounted), and those are theirs. Only entries whose
+    path is `under` or lies below it are dropped (None: nothing is), exactly as prune
+    would drop them: the administrative folder $GIT_COMMON_DIR/worktrees/<id> goes,
+    nothing else. A locked worktree is kept, as prune keeps it.
+    """
+    admin_root = common_dir(repo_dir) / "worktrees"
+    if under is None or not admin_root.is_dir():
+        return []
+    limit = Path(under).resolve()
+    forgotten: list[str] = []
+    for admin in sorted(admin_root.iterdir()):
+        try:
+            dotgit = Path((admin / "gitdir").read_text().strip())
+        except OSError:
+            continue
+        tree = dotgit.parent
+        if (admin / "locked").exists() or tree.exists():
+            continue
+        if tree == limit or limit in tree.parents or limit in tree.resolve().parents:
+            shutil.rmtree(admin, ignore_errors=True)
+            forgotten.append(str(tree))
+    return forgotten
 
 
 def delete_branch(repo_dir: Path | str, branch: str, expected: str | None = None) -> bool:

@@ -508,3 +508,21 @@ def test_add_worktree_after_a_crash_left_the_old_one_registered(repo: Path, tmp_
     gitops.add_worktree(repo, tmp_path / "elsewhere", "other", "HEAD")
     with pytest.raises(GitswarmError, match="already checked out"):
         gitops.add_worktree(repo, tmp_path / "third", "work", None)
+
+
+def test_prune_forgets_only_our_missing_worktrees(tmp_path: Path) -> None:
+    import shutil as _shutil
+
+    repo = make_repo(tmp_path / "repo")
+    ours = repo / ".gitswarm" / "r" / "worktrees" / "t1"
+    theirs = tmp_path / "usb-disk" / "feature"
+    git(repo, "worktree", "add", "-q", "-b", "attoswarm-work/r/t1", str(ours))
+    git(repo, "worktree", "add", "-q", "-b", "feature", str(theirs))
+    _shutil.rmtree(ours)
+    _shutil.rmtree(theirs.parent)  # the user's disk is not mounted right now
+    forgotten = gitops.prune_worktrees(repo, repo / ".gitswarm" / "r" / "worktrees")
+    assert forgotten == [str(ours)]
+    listed = git(repo, "worktree", "list", "--porcelain")
+    assert str(theirs) in listed and str(ours) not in listed
+    assert gitops.delete_branch(repo, "attoswarm-work/r/t1")
+    assert gitops.prune_worktrees(repo, None) == []
