@@ -88,7 +88,15 @@ def _coordinate(ctx: typer.Context, repo: Path, run_id: str, config: SwarmConfig
     if detach:
         return _detach(repo, run_id, config)
     if monitor:
-        err.print("the dashboard is not part of this version yet: showing progress lines instead", markup=False)
+        from .tui.monitor import terminal_problem
+
+        problem = terminal_problem()
+        if problem is None:
+            # The coordinator runs in the background exactly as with --detach, so closing
+            # the dashboard (or the terminal) never stops the run.
+            _detach(repo, run_id, config)
+            return _dashboard(repo, run_id, read_only=False)
+        err.print(f"{problem}: showing progress lines instead", markup=False)
     state = Coordinator(repo, run_id, config, report=_reporter()).run()
     _print_summary(state)
     return _exit_code(state)
@@ -180,7 +188,7 @@ def start_cmd(
     tasks_file: Optional[str] = typer.Option(None, "--tasks-file", "-t", help="Tasks: .yaml/.yml, .md, or an attoswarm swarm.manifest.json."),
     preview: bool = typer.Option(False, "--preview", help="Stop after planning until `gitswarm approve RUN`."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Record and print the plan, run nothing."),
-    monitor: bool = typer.Option(False, "--monitor/--no-monitor", help="Open the dashboard (not in this version: progress lines)."),
+    monitor: bool = typer.Option(False, "--monitor/--no-monitor", help="Run the coordinator in the background and open the dashboard on the run; closing it (q) detaches, the run goes on."),
     detach: bool = typer.Option(False, "--detach", help="Run the coordinator in the background and return."),
     base: Optional[str] = typer.Option(None, "--base", help="Start from this commit or branch instead of HEAD."),
     include_uncommitted: bool = typer.Option(False, "--include-uncommitted", help="Base the run on a snapshot of your uncommitted changes (your work tree stays as it is)."),
@@ -203,7 +211,7 @@ def quick_cmd(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model for the workers."),
     preview: bool = typer.Option(False, "--preview", help="Stop after planning until approved."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Record and print the plan, run nothing."),
-    monitor: bool = typer.Option(False, "--monitor/--no-monitor", help="Open the dashboard (not in this version)."),
+    monitor: bool = typer.Option(False, "--monitor/--no-monitor", help="Run in the background and open the dashboard; closing it (q) detaches, the run goes on."),
     detach: bool = typer.Option(False, "--detach", help="Run in the background."),
     base: Optional[str] = typer.Option(None, "--base", help="Start from this commit or branch."),
     include_uncommitted: bool = typer.Option(False, "--include-uncommitted", help="Include a snapshot of uncommitted changes."),
@@ -218,7 +226,7 @@ def quick_cmd(
 def resume_cmd(
     ctx: typer.Context,
     run: str = typer.Argument("@last", help="Run id, unique prefix, or @last."),
-    monitor: bool = typer.Option(False, "--monitor/--no-monitor", help="Open the dashboard (not in this version)."),
+    monitor: bool = typer.Option(False, "--monitor/--no-monitor", help="Run in the background and open the dashboard; closing it (q) detaches, the run goes on."),
     detach: bool = typer.Option(False, "--detach", help="Run in the background."),
 ) -> None:
     """Go on with a run after a crash, a stop or a dry run: the state ref says where it
@@ -244,7 +252,7 @@ def continue_cmd(
     tasks_file: Optional[str] = typer.Option(None, "--tasks-file", "-t", help="The child's tasks."),
     preview: bool = typer.Option(False, "--preview", help="Stop after planning until approved."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Record and print the plan, run nothing."),
-    monitor: bool = typer.Option(False, "--monitor/--no-monitor", help="Open the dashboard (not in this version)."),
+    monitor: bool = typer.Option(False, "--monitor/--no-monitor", help="Run in the background and open the dashboard; closing it (q) detaches, the run goes on."),
     detach: bool = typer.Option(False, "--detach", help="Run in the background."),
     run_id: Optional[str] = typer.Option(None, "--run-id", help="Use this run id."),
 ) -> None:
@@ -253,6 +261,41 @@ def continue_cmd(
     pstate = parent.read()
     cfg = _load_config(config).config if config else _config_of(pstate)
     raise typer.Exit(_launch_and_run(ctx, cfg, goal, tasks_file, preview, dry_run, monitor, detach, None, False, run_id, parent=parent))
+
+
+# ---------------------------------------------------------------- monitor
+
+
+@app.command("monitor")
+def monitor_cmd(
+    ctx: typer.Context,
+    run: str = typer.Argument("@last", help="Run id, unique prefix, or @last."),
+    read_only: bool = typer.Option(False, "--read-only", help="Only watch: the control and finalize keys are disabled."),
+) -> None:
+    """Open the dashboard on a run, live or ended: phase, budget, the tasks by wave,
+    agents, merge queue and events; keys pause, stop, add tasks, approve, merge. q
+    detaches and never stops the run. Exit 0 if the run completed or still runs, 1 if it
+    ended otherwise."""
+    from .tui.monitor import terminal_problem
+
+    _, rs = _run_store(ctx, run)
+    problem = terminal_problem()
+    if problem is not None:
+        raise GitswarmError(f"{problem}; watch the run with `gitswarm status {rs.run_id}` or `gitswarm log {rs.run_id}`")
+    raise typer.Exit(_dashboard(_repo_dir(ctx), rs.run_id, read_only=read_only))
+
+
+def _dashboard(repo: Path, run_id: str, read_only: bool) -> int:
+    """Show the dashboard; once it closes, the summary of an ended run or a line saying
+    the run goes on. Returns the exit code."""
+    from .tui.monitor import open_dashboard
+
+    closed = open_dashboard(repo, run_id, read_only=read_only)
+    if closed.detach_line:
+        out.print(closed.detach_line, markup=False)
+    else:
+        _print_summary(closed.state)
+    return closed.exit_code
 
 
 # ---------------------------------------------------------------- controls
