@@ -5,6 +5,7 @@ Everything happens in a new folder; nothing of the user's is touched.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -94,6 +95,16 @@ def build_sample_repo(path: Path) -> Path:
     return path
 
 
+def _command_name() -> str:
+    """`gitswarm` when the shell finds it, else the full path of this installation's
+    script (after `make demo` it lives in .venv/bin, not on PATH)."""
+    beside = Path(sys.executable).parent / "gitswarm"
+    found = shutil.which("gitswarm")
+    if found or not beside.exists():
+        return "gitswarm"
+    return str(beside)
+
+
 def run_demo(directory: Path | None, report: Callable[[str], None], out: Callable[[str], None]) -> int:
     root = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="gitswarm-demo-"))
     repo = build_sample_repo(root / "calc" if directory is None else root)
@@ -111,10 +122,12 @@ def run_demo(directory: Path | None, report: Callable[[str], None], out: Callabl
     out(f"run {state.run.phase.value}" + (f" ({state.run.reason})" if state.run.reason else ""))
     out(log.rstrip())
     out("")
+    exe = _command_name()
     out("Review it:")
     out(f"  cd {repo}")
-    out(f"  gitswarm status {launch.run_id}")
-    out(f"  gitswarm log {launch.run_id}")
+    out(f"  {exe} status {launch.run_id}")
+    out(f"  {exe} log {launch.run_id}")
     out(f"  git log --notes=attoswarm/{launch.run_id} --first-parent attoswarm/{launch.run_id}")
-    out(f"  gitswarm finalize {launch.run_id} --merge     # or --keep / --discard")
+    out(f"  {exe} monitor {launch.run_id}           # the dashboard")
+    out(f"  {exe} finalize {launch.run_id} --merge     # or --keep / --discard")
     return 0 if ok else 1
