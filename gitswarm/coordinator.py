@@ -312,6 +312,7 @@ class Coordinator:
         poll = max(0.01, self.config.run.poll_interval_ms / 1000)
         last_renew = time.monotonic()
         waiting_note = None
+        planned: tuple[int, tuple[str, ...]] | None = None
         while True:
             now = time.monotonic()
             if now - last_renew > LEASE_TTL / 3:
@@ -334,6 +335,12 @@ class Coordinator:
                 self.report(f"stopping: {state.run.stop_requested}")
                 self._stop_workers(state.run.stop_requested)
             busy = {w.request.agent_id: t for t, w in self.workers.items()}
+            # Planning looks at every task: do it only when the state or the set of
+            # running attempts changed since the last pass (a poll is otherwise idle).
+            key = (state.seq, tuple(sorted(self.workers)))
+            if key == planned:
+                continue
+            planned = key
             step = plan_step(state, self.config, busy, list(self.workers))
             if step.skip or step.fail:
                 events = [{"type": "task_status", "task": t, "status": "skipped", "reason": r} for t, r in step.skip.items()]
@@ -356,6 +363,8 @@ class Coordinator:
     def _check_stop_conditions(self, state: RunState) -> None:
         if state.run.stop_requested:
             return
+        if not self.workers and all(t.status.terminal for t in state.tasks.values()):
+            return  # all work is over: the run ends by itself, not as a stop
         reason = None
         if self.signal_reason:
             reason = self.signal_reason

@@ -402,17 +402,16 @@ def _status(status: Mapping[str, TaskStatus], task: str) -> TaskStatus:
 
 
 def ready(deps: Deps, status: Mapping[str, TaskStatus]) -> list[str]:
-    """PENDING or READY tasks whose every dependency is DONE, in topological order.
+    """PENDING or READY tasks whose every dependency is DONE, in the plan's order.
 
     A SKIPPED dependency does not unblock: skipping a task skips its dependents (see
     `blocked`). An unknown dependency is never done.
     """
     waiting = (TaskStatus.PENDING, TaskStatus.READY)
-    out = []
-    for t in topological_order(deps):
-        if _status(status, t) in waiting and all(status.get(d) == TaskStatus.DONE for d in deps[t]):
-            out.append(t)
-    return out
+    # One pass in plan order, no sort: the coordinator asks on every loop pass. Ready
+    # tasks never depend on each other (their dependencies are all done), so the plan's
+    # order among them is already a topological one.
+    return [t for t in deps if _status(status, t) in waiting and all(status.get(d) == TaskStatus.DONE for d in deps[t])]
 
 
 def blocked(deps: Deps, status: Mapping[str, TaskStatus]) -> dict[str, str]:

@@ -51,8 +51,12 @@ def role_for(task: TaskState, roles: Sequence[RoleConfig]) -> RoleConfig | None:
         named = next((r for r in roles if r.role_id == hint), None)
         if named is not None:
             return named
-    ranked = sorted(roles, key=lambda r: PREFERRED_ROLE_ORDER.index(r.acts_as) if r.acts_as in PREFERRED_ROLE_ORDER else 99)
-    return next((r for r in ranked if r.takes_kind(task.spec.kind)), None)
+    return next((r for r in rank_roles(roles) if r.takes_kind(task.spec.kind)), None)
+
+
+def rank_roles(roles: Sequence[RoleConfig]) -> list[RoleConfig]:
+    """Roles in the order they are offered a task: workers before other role types."""
+    return sorted(roles, key=lambda r: PREFERRED_ROLE_ORDER.index(r.acts_as) if r.acts_as in PREFERRED_ROLE_ORDER else 99)
 
 
 def attempts_allowed(task: TaskState, config: SwarmConfig) -> int:
@@ -111,8 +115,16 @@ def plan_step(state: RunState, config: SwarmConfig, busy_agents: Mapping[str, st
     roles = list(config.roles)
     ready = [tid for tid in dag.ready(deps, status) if tid not in in_flight]
     role_of: dict[str, RoleConfig] = {}
+    ranked = rank_roles(roles)
+    by_kind: dict[str, RoleConfig | None] = {}  # one lookup per kind, not per task
     for tid in ready:
-        role = role_for(state.tasks[tid], roles)
+        spec = state.tasks[tid].spec
+        if spec.role and any(r.role_id == spec.role for r in roles):
+            role = role_for(state.tasks[tid], roles)
+        else:
+            if spec.kind not in by_kind:
+                by_kind[spec.kind] = next((r for r in ranked if r.takes_kind(spec.kind)), None)
+            role = by_kind[spec.kind]
         if role is None:
             kinds = sorted({k for r in roles for k in r.task_kinds}) or ["(any)"]
             step.fail[tid] = f"no role takes tasks of kind '{state.tasks[tid].spec.kind}' (roles take: {', '.join(kinds)})"
