@@ -119,7 +119,7 @@ def test_s_asks_first_then_stops_and_the_completion_screen_keeps_the_branch(repo
                 assert [e["reason"] for e in stops] == ["control:stop"]
                 assert app.message == "stop requested: run r1 shuts down"
                 # The coordinator stops the agent and ends the run: the completion screen.
-                await wait_for(pilot, lambda: isinstance(app.screen, CompletionScreen), what="the completion screen")
+                await wait_for(pilot, lambda: _completion_drawn(app), what="the completion screen")
                 screen = app.screen
                 text = screen_text(app)
                 assert "run r1 shutdown (control:stop)" in text
@@ -202,7 +202,7 @@ def test_a_approves_a_preview_then_m_merges_the_finished_run(repo: Path) -> None
                 await pilot.press("a")
                 state = read(repo)
                 assert state.run.approval == "approved" and state.run.phase != RunPhase.AWAITING_APPROVAL
-                await wait_for(pilot, lambda: isinstance(app.screen, CompletionScreen), what="the run to complete")
+                await wait_for(pilot, lambda: _completion_drawn(app), what="the run to complete")
                 screen = app.screen
                 text = screen_text(app)
                 assert "run r1 completed" in text and "tasks     2 done, 0 failed, 0 skipped (of 2)" in text
@@ -234,7 +234,7 @@ def test_x_rejects_a_preview(repo: Path) -> None:
                 state = read(repo)
                 assert state.run.approval == "rejected" and state.run.phase == RunPhase.SHUTDOWN
                 assert state.run.reason == "control:reject"
-                await wait_for(pilot, lambda: isinstance(app.screen, CompletionScreen), what="the completion screen")
+                await wait_for(pilot, lambda: _completion_drawn(app), what="the completion screen")
                 assert "run r1 shutdown (control:reject)" in screen_text(app)
 
         run_async(go())
@@ -255,7 +255,7 @@ def test_m_shows_the_refusal_of_a_merge_that_would_conflict(repo: Path) -> None:
     async def go() -> None:
         app = _app(repo)
         async with app.run_test(size=SIZE) as pilot:
-            await wait_for(pilot, lambda: isinstance(app.screen, CompletionScreen), what="the completion screen")
+            await wait_for(pilot, lambda: _completion_drawn(app), what="the completion screen")
             await pilot.press("m")
             screen = app.screen
             assert isinstance(screen, CompletionScreen)
@@ -281,7 +281,7 @@ def test_enter_shows_prompt_transcript_diff_gates_and_failed_attempts(repo: Path
     async def go() -> None:
         app = _app(repo)
         async with app.run_test(size=SIZE) as pilot:
-            await wait_for(pilot, lambda: isinstance(app.screen, CompletionScreen), what="the completion screen")
+            await wait_for(pilot, lambda: _completion_drawn(app), what="the completion screen")
             await pilot.press("escape", "enter")
             screen = app.screen
             assert isinstance(screen, DetailScreen) and screen.detail is not None
@@ -332,7 +332,7 @@ def test_read_only_keys_refuse_and_say_why(repo: Path) -> None:
     async def ended() -> None:
         app = _app(repo, read_only=True)
         async with app.run_test(size=SIZE) as pilot:
-            await wait_for(pilot, lambda: isinstance(app.screen, CompletionScreen), what="the completion screen")
+            await wait_for(pilot, lambda: _completion_drawn(app), what="the completion screen")
             for key in ("m", "k"):
                 await pilot.press(key)
                 assert app.screen.outcome == "read-only: opened with --read-only; finalize with `gitswarm finalize`"  # type: ignore[attr-defined]
@@ -366,3 +366,12 @@ def test_r_rereads_at_once_and_the_timer_follows_the_ref(repo: Path) -> None:
             assert "task later added" in screen_text(timed)
 
     run_async(go())
+
+
+def _completion_drawn(app) -> bool:
+    """The completion screen is up and has been drawn (pushing it and painting it are two
+    steps; reading the screen in between gives an empty text)."""
+    if not isinstance(app.screen, CompletionScreen):
+        return False
+    text = screen_text(app)
+    return "tasks" in text and "run " in text
