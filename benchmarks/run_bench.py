@@ -82,6 +82,7 @@ import gitswarm  # noqa: E402
 if importlib.util.find_spec("gitswarm.backends") is None:
     gitswarm.__path__.append(str(ROOT))  # type: ignore[attr-defined]
 
+from benchkit import cpu_model, git_version, mount_of  # noqa: E402
 from gitswarm.config import parse_config  # noqa: E402
 from gitswarm.coordinator import Coordinator  # noqa: E402
 from gitswarm.launch import create_run  # noqa: E402
@@ -107,37 +108,6 @@ roles:
 # ---------------------------------------------------------------- environment
 
 
-def mount_of(path: Path) -> tuple[str, str, str]:
-    """(file system type, source, mount point) of the mount holding `path`."""
-    real = os.path.realpath(path)
-    best = ("?", "?", "")
-    try:
-        with open("/proc/self/mounts") as fh:
-            for line in fh:
-                source, target, fstype = line.split()[:3]
-                target = target.replace("\\040", " ")
-                if (real == target or real.startswith(target.rstrip("/") + "/")) and len(target) > len(best[2]):
-                    best = (fstype, source, target)
-    except OSError:
-        pass
-    return best
-
-
-def git_version() -> str:
-    try:
-        return subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip().removeprefix("git version ")
-    except OSError:
-        return "not found"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def checkout_version() -> str:

@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pygit2  # noqa: E402
 
+from benchkit import cpu_model, git_version, mount_of  # noqa: E402
 from gitswarm.store import RunStore, Store  # noqa: E402
 
 RUN = "bench"
@@ -59,37 +60,6 @@ GOAL_READ_1000_MS = 50.0
 # ---------------------------------------------------------------- environment
 
 
-def mount_of(path: Path) -> tuple[str, str, str]:
-    """(file system type, source, mount point) of the mount holding `path`."""
-    real = os.path.realpath(path)
-    best = ("?", "?", "")
-    try:
-        with open("/proc/self/mounts") as fh:
-            for line in fh:
-                source, target, fstype = line.split()[:3]
-                target = target.replace("\\040", " ")
-                if (real == target or real.startswith(target.rstrip("/") + "/")) and len(target) > len(best[2]):
-                    best = (fstype, source, target)
-    except OSError:
-        pass
-    return best
-
-
-def git_version() -> str:
-    try:
-        return subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip().removeprefix("git version ")
-    except OSError:
-        return "not found"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 # ---------------------------------------------------------------- helpers

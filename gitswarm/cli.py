@@ -44,24 +44,6 @@ app = typer.Typer(
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-STATUS_STYLE = {
-    "pending": "dim",
-    "ready": "cyan",
-    "running": "yellow",
-    "verifying": "yellow",
-    "merging": "magenta",
-    "done": "green",
-    "failed": "red",
-    "skipped": "bright_black",
-    "completed": "green",
-    "shutdown": "red",
-    "planning_failed": "red",
-    "paused": "yellow",
-    "awaiting_approval": "cyan",
-    "planning": "cyan",
-    "ok": "green",
-    "interrupted": "yellow",
-}
 
 
 def _print_json(data: Any) -> None:
@@ -69,7 +51,7 @@ def _print_json(data: Any) -> None:
 
 
 def _styled(value: str) -> Text:
-    return Text(value, style=STATUS_STYLE.get(value, ""))
+    return Text(value, style=views.STATUS_STYLE.get(value, ""))
 
 
 def _print_warnings(problems: list[Problem]) -> None:

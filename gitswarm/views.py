@@ -11,6 +11,27 @@ from .model import Attempt, RunState, TaskState, TaskStatus, Usage
 from .store import HistoryEntry, RunSummary
 
 
+# Status words and their colours, shared by `gitswarm status` and the dashboard.
+STATUS_STYLE = {
+    "pending": "dim",
+    "ready": "cyan",
+    "running": "yellow",
+    "verifying": "yellow",
+    "merging": "magenta",
+    "done": "green",
+    "failed": "red",
+    "skipped": "bright_black",
+    "completed": "green",
+    "shutdown": "red",
+    "planning_failed": "red",
+    "paused": "yellow",
+    "awaiting_approval": "cyan",
+    "planning": "cyan",
+    "ok": "green",
+    "interrupted": "yellow",
+}
+
+
 def usage_json(u: Usage) -> dict[str, Any]:
     return {**u.to_json(), "total_tokens": u.total_tokens}
 

@@ -18,6 +18,7 @@ from textual.widgets import DataTable, Footer, RichLog, Static
 from gitswarm.config import BudgetConfig
 from gitswarm.model import RunState
 from gitswarm.store import HistoryEntry
+from gitswarm.views import STATUS_STYLE
 
 from . import view
 from .policy import ADD_TASK, APPROVE, PAUSE, REJECT, STOP
@@ -32,7 +33,7 @@ BAR_WIDTH = 12
 
 
 def styled(value: str) -> Text:
-    return Text(value, style=view.STATUS_STYLE.get(value, ""))
+    return Text(value, style=STATUS_STYLE.get(value, ""))
 
 
 def bar(fraction: float | None, width: int = BAR_WIDTH) -> Text:

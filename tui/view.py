@@ -18,23 +18,6 @@ from gitswarm.store import HistoryEntry
 
 from .clock import parse_time, seconds_between, span, wall
 
-# Status words and their colours (the same as `gitswarm status`).
-STATUS_STYLE: Mapping[str, str] = {
-    "pending": "dim",
-    "ready": "cyan",
-    "running": "yellow",
-    "verifying": "yellow",
-    "merging": "magenta",
-    "done": "green",
-    "failed": "red",
-    "skipped": "bright_black",
-    "completed": "green",
-    "shutdown": "red",
-    "planning_failed": "red",
-    "paused": "yellow",
-    "awaiting_approval": "cyan",
-    "planning": "cyan",
-}
 
 
 @dataclass(frozen=True)
