@@ -402,16 +402,19 @@ def _status(status: Mapping[str, TaskStatus], task: str) -> TaskStatus:
 
 
 def ready(deps: Deps, status: Mapping[str, TaskStatus]) -> list[str]:
-    """PENDING or READY tasks whose every dependency is DONE, in the plan's order.
+    """PENDING or READY tasks whose every dependency is DONE, in topological order.
 
     A SKIPPED dependency does not unblock: skipping a task skips its dependents (see
     `blocked`). An unknown dependency is never done.
     """
     waiting = (TaskStatus.PENDING, TaskStatus.READY)
-    # One pass in plan order, no sort: the coordinator asks on every loop pass. Ready
-    # tasks never depend on each other (their dependencies are all done), so the plan's
-    # order among them is already a topological one.
-    return [t for t in deps if _status(status, t) in waiting and all(status.get(d) == TaskStatus.DONE for d in deps[t])]
+    # Filter first, in one pass: most tasks are not waiting or not unblocked, and the
+    # order (earlier waves first) is only computed when there is a choice to make.
+    found = [t for t in deps if _status(status, t) in waiting and all(status.get(d) == TaskStatus.DONE for d in deps[t])]
+    if len(found) < 2:
+        return found
+    position = {t: i for i, t in enumerate(topological_order(deps))}
+    return sorted(found, key=position.__getitem__)
 
 
 def blocked(deps: Deps, status: Mapping[str, TaskStatus]) -> dict[str, str]:
