@@ -97,6 +97,25 @@ class AgentRun(Protocol):
         ...
 
 
+class SingleUseRun:
+    """The bookkeeping every AgentRun shares: events() may be walked once, and the
+    result exists only after it. Subclasses set `_result` before their stream ends."""
+
+    _result: AgentResult | None = None
+    _iterated: bool = False
+
+    @property
+    def result(self) -> AgentResult:
+        if self._result is None:
+            raise RuntimeError("the result is known once events() is exhausted")
+        return self._result
+
+    def _begin_events(self) -> None:
+        if self._iterated:
+            raise RuntimeError("events() can be iterated only once")
+        self._iterated = True
+
+
 class Backend(Protocol):
     name: str
 

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from gitswarm.backends.base import AgentEvent, AgentResult
+from gitswarm.backends.base import AgentEvent, AgentResult, SingleUseRun
 
 MAX_LINE_BYTES = 64 * 1024  # a longer output line is cut to this many bytes
 TRANSCRIPT_EVENTS = 2000  # the transcript kept for decide() holds at most this many events
@@ -152,7 +152,7 @@ class FailedRun:
 _EOF = object()
 
 
-class ProcessRun:
+class ProcessRun(SingleUseRun):
     """An AgentRun over one child process. Subclass it (or pass `parse_line`) per CLI.
 
     Hooks for backends:
@@ -292,16 +292,8 @@ class ProcessRun:
         """End the child now: SIGTERM to its group, SIGKILL after the grace period."""
         self._terminate(reason or "stopped")
 
-    @property
-    def result(self) -> AgentResult:
-        if self._result is None:
-            raise RuntimeError("the result is known once events() is exhausted")
-        return self._result
-
     def events(self) -> Iterator[AgentEvent]:
-        if self._iterated:
-            raise RuntimeError("events() can be iterated only once")
-        self._iterated = True
+        self._begin_events()
         if self._spawn_error is not None:
             self._result = AgentResult(ok=False, error=self._spawn_error)
             yield self._record(AgentEvent("error", self._spawn_error))

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from gitswarm.backends.base import AgentEvent, AgentRequest, AgentResult, AgentRun
+from gitswarm.backends.base import AgentEvent, AgentRequest, AgentResult, AgentRun, SingleUseRun
 from gitswarm.backends.process import (
     ABANDON_WAIT,
     FailedRun,
@@ -179,7 +179,7 @@ class _Done:
     error: str | None
 
 
-class ScriptedRun:
+class ScriptedRun(SingleUseRun):
     """Applies the steps in a thread; `events()` relays them and keeps the watchdog."""
 
     def __init__(self, request: AgentRequest, steps: list[Step]):
@@ -207,16 +207,8 @@ class ScriptedRun:
     def stop(self, reason: str) -> None:
         self._abort(reason or "stopped")
 
-    @property
-    def result(self) -> AgentResult:
-        if self._result is None:
-            raise RuntimeError("the result is known once events() is exhausted")
-        return self._result
-
     def events(self) -> Iterator[AgentEvent]:
-        if self._iterated:
-            raise RuntimeError("events() can be iterated only once")
-        self._iterated = True
+        self._begin_events()
         error: str | None = None
         done = False
         try:
