@@ -16,9 +16,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol
 
 from gitswarm.model import TaskSpec, Usage
+
+if TYPE_CHECKING:
+    from gitswarm.config import RoleConfig
 
 EVENT_KINDS = ("started", "message", "tool", "file_changed", "usage", "error", "stderr", "finished")
 
@@ -80,6 +83,26 @@ class AgentResult:
         }
 
 
+def role_options(role: "RoleConfig", price: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """The role settings a backend reads from `AgentRequest.options`.
+
+    Keys: prompt_via, timeout_seconds (command); max_turns, permission_mode,
+    allowed_tools, append_system_prompt (claude); sandbox (codex, codex-mcp); edit_format
+    (aider); price (USD per million tokens for the role's model, from the config's
+    `prices`, for CLIs that report no cost). Unset settings are left out.
+    """
+    options: dict[str, Any] = {"prompt_via": role.prompt_via, "timeout_seconds": role.timeout_seconds}
+    for key in ("max_turns", "permission_mode", "append_system_prompt", "sandbox", "edit_format"):
+        value = getattr(role, key)
+        if value is not None:
+            options[key] = value
+    if role.allowed_tools:
+        options["allowed_tools"] = list(role.allowed_tools)
+    if price:
+        options["price"] = dict(price)
+    return options
+
+
 class AgentRun(Protocol):
     """A running attempt."""
 
@@ -95,6 +118,21 @@ class AgentRun(Protocol):
     def result(self) -> AgentResult:
         """The verdict, valid once events() is exhausted."""
         ...
+
+
+class InjectableRun(AgentRun, Protocol):
+    """A run that can take another message from the user while it works (claude over
+    stream-json input, codex-mcp's thread). Backends without it simply lack `inject`."""
+
+    def inject(self, message: str) -> bool:
+        """Queue `message` for the agent: it is sent as the next user turn of the same
+        session/thread (after the current turn if one is running). False when the run has
+        already ended and can take nothing more."""
+        ...
+
+
+def can_inject(run: object) -> bool:
+    return callable(getattr(run, "inject", None))
 
 
 class SingleUseRun:
@@ -117,7 +155,14 @@ class SingleUseRun:
 
 
 class Backend(Protocol):
+    """Made once per run by the coordinator (get_backend) and used for every attempt of
+    every role on that backend; `close()` at the end of the run ends anything it keeps
+    alive across attempts (codex-mcp keeps one Codex process per agent)."""
+
     name: str
 
     def start(self, request: AgentRequest) -> AgentRun:
+        ...
+
+    def close(self) -> None:
         ...

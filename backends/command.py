@@ -148,6 +148,9 @@ class CommandRun(ProcessRun):
 class CommandBackend:
     name = "command"
 
+    def close(self) -> None:
+        """Nothing outlives an attempt."""
+
     def start(self, request: AgentRequest) -> AgentRun:
         if not request.command:
             return FailedRun("the command backend needs the role's `command`: the program to run")

@@ -420,6 +420,9 @@ def _tail_text(tail: list[str]) -> str:
 class ScriptedBackend:
     name = "scripted"
 
+    def close(self) -> None:
+        """Nothing outlives an attempt."""
+
     def start(self, request: AgentRequest) -> AgentRun:
         script = request.task.extra.get("script") if request.task.extra else None
         if script is None:

@@ -147,7 +147,15 @@ class RoleConfig(_Plain):
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     prompt_via: str = "stdin"  # command backend only: argv | stdin | file
-    timeout_seconds: float | None = None  # command backend only
+    timeout_seconds: float | None = None  # wall clock limit of one attempt of this role
+    # Settings of the agent CLIs (docs/backends.md): each is passed only to the backends
+    # that have it, and warned about elsewhere.
+    max_turns: int | None = None  # claude --max-turns
+    permission_mode: str | None = None  # claude --permission-mode
+    allowed_tools: list[str] = field(default_factory=list)  # claude --allowedTools
+    append_system_prompt: str | None = None  # claude --append-system-prompt
+    sandbox: str | None = None  # codex / codex-mcp --sandbox
+    edit_format: str | None = None  # aider --edit-format
 
     def __post_init__(self) -> None:
         if self.write_access is None:
@@ -238,6 +246,9 @@ class SwarmConfig(_Plain):
     worktree: WorktreeConfig = field(default_factory=WorktreeConfig)
     gates: GatesConfig = field(default_factory=GatesConfig)
     hooks: HooksConfig = field(default_factory=HooksConfig)
+    # model -> {input, output, cache_read, cache_write}: USD per million tokens, for the
+    # CLIs that report tokens but no cost (codex, aider without a known model).
+    prices: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def role(self, role_id: str) -> RoleConfig | None:
         return next((r for r in self.roles if r.role_id == role_id), None)
@@ -264,6 +275,7 @@ class SwarmConfig(_Plain):
             worktree=WorktreeConfig.from_dict(data.get("worktree", {})),
             gates=GatesConfig.from_dict(data.get("gates", {})),
             hooks=HooksConfig.from_dict(data.get("hooks", {})),
+            prices={str(k): {str(a): float(b) for a, b in v.items()} for k, v in (data.get("prices") or {}).items()},
         )
 
 
@@ -745,15 +757,28 @@ class _Section:
 # ---------------------------------------------------------------------------------------
 
 _TOP_KEYS = ("version", "run", "roles", "budget", "merge", "watchdog", "retries",
-             "worktree", "gates", "hooks", "test_verification")
+             "worktree", "gates", "hooks", "test_verification", "prices")
 _RUN_KEYS = ("working_dir", "run_dir", "poll_interval_ms", "max_runtime_seconds", "name",
              "default_model", "state_flush_ms")
 _RUN_ATTOSWARM = ("monitor_detach_on_exit", "debug")
 _ROLE_KEYS = ("role_id", "role_type", "backend", "model", "count", "write_access",
               "workspace_mode", "task_kinds", "command", "args", "env", "prompt_via",
-              "timeout_seconds")
+              "timeout_seconds", "max_turns", "permission_mode", "allowed_tools",
+              "append_system_prompt", "sandbox", "edit_format")
 _ROLE_ATTOSWARM = ("capabilities", "execution_mode")
-_COMMAND_ONLY_ROLE_KEYS: dict[str, Any] = {"prompt_via": "stdin", "timeout_seconds": None}
+_COMMAND_ONLY_ROLE_KEYS: dict[str, Any] = {"prompt_via": "stdin"}
+# Agent CLI settings and the backends that take them.
+_BACKEND_ROLE_KEYS: dict[str, tuple[str, ...]] = {
+    "max_turns": ("claude",),
+    "permission_mode": ("claude",),
+    "allowed_tools": ("claude",),
+    "append_system_prompt": ("claude",),
+    "sandbox": ("codex", "codex-mcp"),
+    "edit_format": ("aider",),
+}
+CLAUDE_PERMISSION_MODES: tuple[str, ...] = ("default", "acceptEdits", "plan", "bypassPermissions", "dontAsk", "auto")
+CODEX_SANDBOXES: tuple[str, ...] = ("read-only", "workspace-write", "danger-full-access")
+_PRICE_KEYS = ("input", "output", "cache_read", "cache_write")
 _BUDGET_KEYS = ("max_tokens", "max_cost_usd")
 _BUDGET_ATTOSWARM = ("reserve_ratio", "chars_per_token_fallback")
 _MERGE_KEYS = ("authority_role", "judge_roles", "quality_threshold", "verify")
@@ -812,6 +837,7 @@ class _Loader:
             gates=self._read_gates(self._section(top, "gates"),
                                    self._section(top, "test_verification")),
             hooks=self._read_hooks(self._section(top, "hooks")),
+            prices=self._read_prices(self._section(top, "prices")),
         )
 
     def _section(self, parent: _Section, key: str) -> _Section | None:
@@ -916,6 +942,14 @@ class _Loader:
             env=self._read_env(sec),
             prompt_via=sec.choice("prompt_via", PROMPT_VIA, "stdin"),
             timeout_seconds=sec.optional_number("timeout_seconds", above=0, nullable=True),
+            max_turns=(sec.integer("max_turns", 0, minimum=1) or None) if sec.raw("max_turns") is not None else None,
+            permission_mode=(sec.choice("permission_mode", CLAUDE_PERMISSION_MODES, "default")
+                             if sec.raw("permission_mode") is not None else None),
+            allowed_tools=sec.strings("allowed_tools", allow_single=True),
+            append_system_prompt=sec.optional_string("append_system_prompt", nullable=True),
+            sandbox=(sec.choice("sandbox", CODEX_SANDBOXES, "workspace-write")
+                     if sec.raw("sandbox") is not None else None),
+            edit_format=sec.optional_string("edit_format", nullable=True),
         )
         if backend is None or role_id is None:
             return None
@@ -1039,6 +1073,10 @@ class _Loader:
                 if sec.has(key) and getattr(role, key) != default:
                     self.warn(f"'{sec.label(key)}' is used only by the command backend; ignored "
                               f"for backend '{role.backend}'", sec.key_pos(key))
+        for key, backends in _BACKEND_ROLE_KEYS.items():
+            if sec.raw(key) not in (None, []) and role.backend not in backends:
+                self.warn(f"'{sec.label(key)}' is used only by backend {' and '.join(backends)}; ignored "
+                          f"for backend '{role.backend}'", sec.key_pos(key))
         if role.model and role.backend in MODELLESS_BACKENDS:
             uses_model = any("{model}" in arg.text for arg in argv)
             if role.backend != "command":
@@ -1231,6 +1269,29 @@ class _Loader:
         if not legacy.has("enabled") and not gates.has("tests"):
             self.warn("test_verification: 'enabled' is not set, so, as in attoswarm, the test "
                       "command is not run (set enabled: true, or use gates)", legacy.pos)
+
+    def _read_prices(self, sec: _Section | None) -> dict[str, dict[str, float]]:
+        """prices: {model: {input: X, output: Y, cache_read: Z, cache_write: W}}, USD per
+        million tokens; a missing cache price is the input price."""
+        if sec is None:
+            return {}
+        prices: dict[str, dict[str, float]] = {}
+        for model in sec.node:
+            entry = self._section(sec, model)
+            if entry is None:
+                continue
+            if not isinstance(model, str) or not model.strip():
+                sec.error(f"{sec.path}: {_describe(model)} is not a model name", sec.key_pos(model))
+                continue
+            entry.check_keys(_PRICE_KEYS)
+            for needed in ("input", "output"):
+                if not entry.has(needed):
+                    entry.error(f"{entry.path}: missing '{needed}' (USD per million tokens)", entry.pos)
+            price = {key: entry.number(key, 0.0, minimum=0) for key in ("input", "output")}
+            for key in ("cache_read", "cache_write"):
+                price[key] = entry.number(key, price["input"], minimum=0)
+            prices[model] = price
+        return prices
 
     def _read_hooks(self, sec: _Section | None) -> HooksConfig:
         hooks = HooksConfig()

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from gitswarm.backends.base import AgentEvent, AgentRequest, AgentResult, AgentRun
+from gitswarm.backends.base import AgentEvent, AgentRequest, AgentResult, AgentRun, role_options
 from gitswarm.backends.registry import get_backend
 from gitswarm.hooks.worker import install_hooks, worker_env, write_excludes_file
 
@@ -422,7 +422,7 @@ class Coordinator:
             command=role.command,
             args=tuple(role.args),
             env=env,
-            options={"prompt_via": role.prompt_via, "timeout_seconds": role.timeout_seconds},
+            options=role_options(role, self.config.prices.get(agent.model or "")),
             timeout=self.config.watchdog.task_max_duration_seconds,
             heartbeat_timeout=self.config.watchdog.heartbeat_timeout_seconds,
         )

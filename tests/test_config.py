@@ -245,7 +245,7 @@ def test_to_dict_is_itself_a_valid_config(config: SwarmConfig) -> None:
 def test_to_dict_holds_every_resolved_value() -> None:
     data = load(BASE).config.to_dict()
     assert set(data) == {"version", "run", "roles", "budget", "merge", "watchdog", "retries",
-                         "worktree", "gates", "hooks"}
+                         "worktree", "gates", "hooks", "prices"}
     assert data["run"]["state_flush_ms"] == 200
     assert data["roles"][0]["write_access"] is True
     assert data["hooks"] == {event: [] for event in HOOK_EVENTS}
@@ -995,3 +995,59 @@ def test_fuzz_text_mutations(data: st.DataObject, variant: str) -> None:
 @given(st.text(max_size=200))
 def test_fuzz_arbitrary_text(text: str) -> None:
     check_outcome(text)
+
+
+# ---------------------------------------------------------------------------------------
+# Agent CLI settings and prices
+# ---------------------------------------------------------------------------------------
+
+
+def test_agent_cli_settings_and_prices_load() -> None:
+    loaded = load("""\
+roles:
+  - role_id: impl
+    backend: claude
+    max_turns: 12
+    permission_mode: acceptEdits
+    allowed_tools: [Bash, Edit]
+    append_system_prompt: Keep changes small.
+  - {role_id: cx, backend: codex, sandbox: danger-full-access, model: gpt-5}
+  - {role_id: ai, backend: aider, edit_format: whole, model: openai/x}
+prices:
+  gpt-5: {input: 1.25, output: 10, cache_read: 0.125}
+""")
+    assert loaded.warnings == []
+    impl, cx, ai = loaded.config.roles
+    assert (impl.max_turns, impl.permission_mode, impl.allowed_tools, impl.append_system_prompt) == (
+        12, "acceptEdits", ["Bash", "Edit"], "Keep changes small.")
+    assert cx.sandbox == "danger-full-access" and ai.edit_format == "whole"
+    assert loaded.config.prices == {"gpt-5": {"input": 1.25, "output": 10.0, "cache_read": 0.125,
+                                              "cache_write": 1.25}}
+    again = parse_config(dump_yaml(loaded.config.to_dict()), "stored.yaml")
+    assert again.config == loaded.config and again.warnings == []
+
+
+def test_agent_cli_setting_of_another_backend_is_warned_about() -> None:
+    loaded = load("""\
+roles:
+  - {role_id: cx, backend: codex, max_turns: 3}
+""")
+    assert [(w.line, w.column) for w in loaded.warnings] == [(2, 35)]
+    assert "used only by backend claude" in loaded.warnings[0].message
+
+
+@pytest.mark.parametrize("text, where, words", [
+    ("roles:\n  - {role_id: a, backend: claude, permission_mode: yolo}\n", (2, 55), "not one of default"),
+    ("roles:\n  - {role_id: a, backend: codex, sandbox: open}\n", (2, 46), "not one of read-only"),
+    ("roles:\n  - {role_id: a, backend: claude, max_turns: 0}\n", (2, 49), "must be >= 1"),
+    ("roles:\n  - {role_id: a, backend: codex}\nprices:\n  gpt-5: {input: 1}\n", (4, 10), "missing 'output'"),
+    ("roles:\n  - {role_id: a, backend: codex}\nprices:\n  gpt-5: {input: 1, output: -2}\n", (4, 29), ">= 0"),
+    ("roles:\n  - {role_id: a, backend: codex}\nprices:\n  gpt-5: {input: 1, output: 2, cached: 1}\n",
+     (4, 32), "unknown key 'cached'"),
+])
+def test_bad_agent_cli_settings_are_errors_with_positions(text: str, where: tuple[int, int], words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "swarm.yaml")
+    problem = info.value.problems[0]
+    assert (problem.line, problem.column) == where, problem
+    assert words in problem.message
