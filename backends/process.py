@@ -173,6 +173,7 @@ class ProcessRun(SingleUseRun):
         cwd: Path | str,
         env: Mapping[str, str] | None = None,
         stdin: bytes | None = None,
+        keep_stdin_open: bool = False,
         timeout: float | None = None,
         heartbeat_timeout: float | None = None,
         parse_line: LineParser | None = None,
@@ -203,6 +204,9 @@ class ProcessRun(SingleUseRun):
         self._spawn_error: str | None = None
         self._last_activity = time.monotonic()
         self._threads: list[threading.Thread] = []
+        # What the stdin writer thread sends, in order; None closes stdin.
+        self._stdin_queue: queue.Queue[bytes | None] = queue.Queue()
+        self._stdin_closed = False
         self.proc: subprocess.Popen[bytes] | None = None
         # Bounded by items; each item is at most one read chunk plus one cut line.
         self._queue: queue.Queue[Any] = queue.Queue(
@@ -216,7 +220,7 @@ class ProcessRun(SingleUseRun):
                 self.argv,
                 cwd=str(self.cwd),
                 env={**os.environ, **(env or {})},
-                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdin=subprocess.PIPE if stdin is not None or keep_stdin_open else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
@@ -239,9 +243,12 @@ class ProcessRun(SingleUseRun):
                                  name=f"gitswarm-{name}-{self.proc.pid}", daemon=True)
             t.start()
             self._threads.append(t)
-        if stdin is not None:
-            t = threading.Thread(target=self._writer, args=(stdin,), name=f"gitswarm-stdin-{self.proc.pid}",
-                                 daemon=True)
+        if stdin is not None or keep_stdin_open:
+            if stdin is not None:
+                self._stdin_queue.put(stdin)
+            if not keep_stdin_open:
+                self.close_stdin()
+            t = threading.Thread(target=self._writer, name=f"gitswarm-stdin-{self.proc.pid}", daemon=True)
             t.start()
             self._threads.append(t)
 
@@ -281,6 +288,23 @@ class ProcessRun(SingleUseRun):
         if tail:
             text += f" ({label}: " + clip(" | ".join(clip(t.strip(), 300) for t in tail), 1200) + ")"
         return text
+
+    def send_stdin(self, data: bytes) -> bool:
+        """Write `data` to the child's stdin (started with keep_stdin_open); False once
+        stdin is closed. Never blocks: a writer thread does the writing."""
+        with self._lock:
+            if self._stdin_closed or self.proc is None or self.proc.stdin is None:
+                return False
+            self._stdin_queue.put(data)
+            return True
+
+    def close_stdin(self) -> None:
+        """Close the child's stdin after what was sent so far (the child sees EOF)."""
+        with self._lock:
+            if self._stdin_closed:
+                return
+            self._stdin_closed = True
+            self._stdin_queue.put(None)
 
     @property
     def pid(self) -> int | None:
@@ -508,13 +532,20 @@ class ProcessRun(SingleUseRun):
                 # The child has output waiting: it is not silent, we are slow.
                 self._last_activity = time.monotonic()
 
-    def _writer(self, payload: bytes) -> None:
+    def _writer(self) -> None:
         assert self.proc is not None and self.proc.stdin is not None
         try:
-            self.proc.stdin.write(payload)
-            self.proc.stdin.flush()
+            while not self._abandon.is_set():
+                try:
+                    payload = self._stdin_queue.get(timeout=POLL_INTERVAL)
+                except queue.Empty:
+                    continue
+                if payload is None:
+                    break
+                self.proc.stdin.write(payload)
+                self.proc.stdin.flush()
         except (OSError, ValueError):
-            pass
+            pass  # the child closed its end: it has exited or does not read stdin
         finally:
             try:
                 self.proc.stdin.close()

@@ -15,8 +15,6 @@ from gitswarm.errors import GitswarmError, InputError
 
 BackendFactory = Callable[[], Backend]
 
-# Backends gitswarm knows but that are not built yet, and what to use instead.
-_NOT_YET = ("claude", "codex", "codex-mcp", "aider")
 _THROUGH_COMMAND = ("opencode", "attocode")
 
 _lock = threading.Lock()
@@ -32,6 +30,22 @@ def _builtin(name: str) -> BackendFactory | None:
         from gitswarm.backends.command import CommandBackend
 
         return CommandBackend
+    if name == "claude":
+        from gitswarm.backends.claude import ClaudeBackend
+
+        return ClaudeBackend
+    if name == "codex":
+        from gitswarm.backends.codex import CodexBackend
+
+        return CodexBackend
+    if name == "codex-mcp":
+        from gitswarm.backends.codex_mcp import CodexMcpBackend
+
+        return CodexMcpBackend
+    if name == "aider":
+        from gitswarm.backends.aider import AiderBackend
+
+        return AiderBackend
     return None
 
 
@@ -50,14 +64,15 @@ def available_backends() -> list[str]:
     """The names get_backend() can run now."""
     with _lock:
         extra = list(_registered)
-    return sorted({"scripted", "command", *extra})
+    return sorted({"scripted", "command", "claude", "codex", "codex-mcp", "aider", *extra})
 
 
 def get_backend(name: str) -> Backend:
     """The backend called `name`.
 
     InputError for a name gitswarm does not know (the message lists the known ones);
-    GitswarmError for a known backend that is not implemented yet.
+    GitswarmError for a known backend that has no module of its own (run it through
+    the command backend).
     """
     with _lock:
         factory = _registered.get(name)
@@ -65,8 +80,6 @@ def get_backend(name: str) -> Backend:
         factory = _builtin(name)
     if factory is not None:
         return factory()
-    if name in _NOT_YET:
-        raise GitswarmError(f"backend {name} arrives with the agent backends; use scripted or command for now")
     if name in _THROUGH_COMMAND:
         raise GitswarmError(f"backend {name} has no module of its own yet; run it through the command "
                             "backend (docs/backends.md has a template)")

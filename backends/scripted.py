@@ -11,6 +11,8 @@ the attempt's worktree:
       - sleep:  2                           # seconds
       - commit: "add sub"                   # git add -A && git commit -m ...
       - fail:   "the attempt fails with this message"
+      - await_message: {path: NOTES.md, timeout: 30}   # wait for `gitswarm inject`,
+                                            # append the message to the file
 
 The whole script is checked before any step runs, so a typo in step 5 does not leave
 steps 1-4 applied. Paths are relative to the worktree and may not leave it (absolute
@@ -47,7 +49,7 @@ from gitswarm.backends.process import (
     describe_exit,
 )
 
-STEP_KINDS = ("write", "append", "delete", "run", "sleep", "fail", "commit")
+STEP_KINDS = ("write", "append", "delete", "run", "sleep", "fail", "commit", "await_message")
 NO_SCRIPT = "task has no script (the scripted backend applies the steps in the task's `script` list)"
 _TAIL_LINES = 10
 
@@ -63,7 +65,7 @@ class Step:
     path: str = ""  # write, append, delete: normalised, relative to the worktree
     content: str = ""  # write, append
     text: str = ""  # run: the command; commit: the message; fail: the message
-    seconds: float = 0.0  # sleep
+    seconds: float = 0.0  # sleep; await_message: how long to wait
 
     @property
     def label(self) -> str:
@@ -153,6 +155,12 @@ def parse_step(index: int, raw: Any) -> Step:
             return Step(index, kind, text=_string(value, label, "the commit message"))
         if kind == "fail":
             return Step(index, kind, text=_string(value, label, "the message", empty_ok=True))
+        if kind == "await_message":
+            m = _mapping(value, label, ("path",), ("timeout",))
+            wait = m.get("timeout", 60)
+            if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not math.isfinite(wait) or wait <= 0:
+                raise ScriptError(f"{label}: timeout must be a number of seconds > 0, got {_describe(wait)}")
+            return Step(index, kind, path=check_path(m["path"]), seconds=float(wait))
         # sleep
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                 or value < 0:
@@ -192,6 +200,7 @@ class ScriptedRun(SingleUseRun):
         self._cancel = threading.Event()
         self._lock = threading.Lock()
         self._current: ProcessRun | None = None
+        self._messages: queue.Queue[str] = queue.Queue()  # from inject()
         self._abort_reason: str | None = None
         self._abort_at: float | None = None
         self._result: AgentResult | None = None
@@ -206,6 +215,14 @@ class ScriptedRun(SingleUseRun):
 
     def stop(self, reason: str) -> None:
         self._abort(reason or "stopped")
+
+    def inject(self, message: str) -> bool:
+        """A message for an `await_message` step; False once the script has ended."""
+        with self._lock:
+            if self._result is not None or self._cancel.is_set():
+                return False
+            self._messages.put(message)
+            return True
 
     def events(self) -> Iterator[AgentEvent]:
         self._begin_events()
@@ -339,6 +356,26 @@ class ScriptedRun(SingleUseRun):
     def _do_sleep(self, step: Step) -> None:
         self._emit(AgentEvent("message", f"sleep {step.seconds:g} s", data={"step": step.index}))
         self._cancel.wait(step.seconds)
+
+    def _do_await_message(self, step: Step) -> None:
+        self._emit(AgentEvent("message", f"waiting for a message ({step.seconds:g} s)", data={"step": step.index}))
+        deadline = time.monotonic() + step.seconds
+        while not self._cancel.is_set():
+            try:
+                message = self._messages.get(timeout=0.05)
+            except queue.Empty:
+                if time.monotonic() >= deadline:
+                    raise _StepFailed(f"{step.label}: no message came within {step.seconds:g} s") from None
+                self._last_activity = time.monotonic()  # waiting on purpose is not silence
+                continue
+            target = self._target(step, follow=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(target, "a", encoding="utf-8") as f:
+                f.write(message if message.endswith("\n") else message + "\n")
+            self.changed.append(step.path)
+            self._emit(AgentEvent("file_changed", step.path, data={"path": step.path, "action": "appended",
+                                                                  "step": step.index}))
+            return
 
     def _do_fail(self, step: Step) -> None:
         message = step.text or f"the script failed at step {step.index}"

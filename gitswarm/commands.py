@@ -353,6 +353,20 @@ def skip_cmd(ctx: typer.Context, run: str = typer.Argument(..., help="Run id, pr
     _control(ctx, run, {"type": "task_status", "task": task, "status": "skipped", "reason": "control:skip"}, done=f"{task} skipped in run {{run}}")
 
 
+@app.command("inject")
+def inject_cmd(
+    ctx: typer.Context,
+    run: str = typer.Argument(..., help="Run id, prefix or @last."),
+    task: str = typer.Argument(..., help="A running task."),
+    message: str = typer.Argument(..., help="What to tell its agent."),
+) -> None:
+    """Send a message to the agent working on a task: it becomes the next user turn of
+    the agent's session (claude, codex-mcp; the scripted backend's await_message).
+    Backends that cannot take messages say so in the run's log."""
+    _control(ctx, run, {"type": "inject", "task": task, "message": message},
+             done=f"message queued for {task} in run {{run}}")
+
+
 @app.command("add-task")
 def add_task_cmd(
     ctx: typer.Context,

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from gitswarm.backends.base import AgentEvent, AgentRequest, AgentResult, AgentRun, role_options
+from gitswarm.backends.base import AgentEvent, AgentRequest, AgentResult, AgentRun, Backend, can_inject, role_options
 from gitswarm.backends.registry import get_backend
 from gitswarm.hooks.worker import install_hooks, worker_env, write_excludes_file
 
@@ -100,6 +100,7 @@ class AttemptWorker(threading.Thread):
         branch: str,
         base: str,
         request: AgentRequest,
+        backend: Backend,
         out: "queue.Queue[tuple[str, str, int, Any]]",
     ):
         super().__init__(name=f"attempt-{request.task.id}-{request.attempt}", daemon=True)
@@ -109,7 +110,9 @@ class AttemptWorker(threading.Thread):
         self.branch = branch
         self.base = base
         self.request = request
+        self.backend = backend
         self.out = out
+        self.delivered = 0  # injected messages handed to the agent (or refused)
         self._run: AgentRun | None = None
         self._stop_reason: str | None = None
         self._lock = threading.Lock()
@@ -125,6 +128,18 @@ class AttemptWorker(threading.Thread):
         if run is not None:
             run.stop(reason)
 
+    def inject(self, message: str) -> str | None:
+        """Hand a user message to the running agent; None when it took it, else why not."""
+        with self._lock:
+            run = self._run
+        if run is None:
+            return "the agent has not started yet"
+        if not can_inject(run):
+            return f"backend {self.request.backend} cannot take messages while it runs"
+        if not run.inject(message):  # type: ignore[attr-defined]
+            return "the agent has already finished its work"
+        return None
+
     def _post(self, kind: str, payload: Any) -> None:
         self.out.put((kind, self.task_id, self.request.attempt, payload))
 
@@ -136,7 +151,7 @@ class AttemptWorker(threading.Thread):
             with self._lock:
                 if self._stop_reason:
                     raise _Stopped(self._stop_reason)
-                self._run = get_backend(self.request.backend).start(self.request)
+                self._run = self.backend.start(self.request)
             for event in self._run.events():
                 line = _json_line(event)
                 if size + len(line) <= TRANSCRIPT_LIMIT:
@@ -227,6 +242,15 @@ def stop_orphan_agent(pid: int, worktree: Path, grace: float = 3.0) -> bool:
     return True
 
 
+def resumable_session(attempts: "tuple[Any, ...] | list[Any]", backend: str) -> str | None:
+    """The session a new attempt continues: the last attempt's, when it ran on the same
+    backend and had one (the agent then remembers what it tried and why it failed)."""
+    if not attempts:
+        return None
+    last = attempts[-1]
+    return last.session if last.backend == backend and last.session else None
+
+
 def leftover_message(run_id: str, task_id: str, title: str, attempt: int, agent: str, why: str) -> str:
     """The message of a commit gitswarm makes of an agent's uncommitted work, with the
     trailers the commit-msg hook would have added."""
@@ -250,6 +274,7 @@ def _json_line(event: AgentEvent) -> str:
 class _Progress:
     n: int
     text: str
+    usage: Usage | None = None  # the attempt's usage so far, if the agent reported any
 
 
 @dataclass
@@ -268,6 +293,10 @@ class Coordinator:
         self.queue: queue.Queue[tuple[str, str, int, Any]] = queue.Queue()
         self.workers: dict[str, AttemptWorker] = {}
         self.progress: dict[str, _Progress] = {}
+        self.usage_so_far: dict[str, Usage] = {}  # per running task, from usage events
+        # One backend object per backend name for the whole run: some keep agents alive
+        # across attempts (codex-mcp); all are closed when the run's coordinator exits.
+        self.backends: dict[str, Backend] = {}
         self.last_flush = 0.0
         self.signal_reason: str | None = None
         self.stopping = False
@@ -291,6 +320,11 @@ class Coordinator:
             self._loop()
         finally:
             self._stop_workers("coordinator exiting")
+            for backend in self.backends.values():
+                try:
+                    backend.close()
+                except Exception as exc:  # closing must not hide how the run ended
+                    self.report(f"closing backend {backend.name}: {exc}")
             restore()
             self.rs.release_lease(self.owner)
         return self.rs.read()
@@ -330,6 +364,7 @@ class Coordinator:
                 return
             self._check_stop_conditions(state)
             state = self.rs.read()
+            self._deliver_messages(state)
             if state.run.stop_requested and not self.stopping:
                 self.stopping = True
                 self.report(f"stopping: {state.run.stop_requested}")
@@ -359,6 +394,30 @@ class Coordinator:
                 waiting_note = step.why_idle
                 if state.run.phase == RunPhase.AWAITING_APPROVAL:
                     self.report(f"waiting for approval: gitswarm approve {self.run_id} (or reject)")
+
+    def _deliver_messages(self, state: RunState) -> None:
+        """Messages the user injected (`gitswarm inject`, the dashboard's `i`) go to the
+        agent of their task; one that cannot be delivered is said so in the run's log."""
+        for task_id, worker in list(self.workers.items()):
+            task = state.tasks.get(task_id)
+            attempt = task.current if task else None
+            if attempt is None or attempt.n != worker.request.attempt:
+                continue
+            for message in attempt.messages[worker.delivered:]:
+                worker.delivered += 1
+                why_not = worker.inject(message)
+                if why_not is None:
+                    self.report(f"{task_id}#{attempt.n}: message delivered to {worker.request.agent_id}")
+                    self.progress[task_id] = _Progress(attempt.n, f"message: {message}"[:200],
+                                                       self.usage_so_far.get(task_id))
+                else:
+                    self.report(f"{task_id}#{attempt.n}: message not delivered: {why_not}")
+                    self.rs.append({"type": "run_note", "text": f"{task_id}: message not delivered: {why_not}"})
+
+    def _backend(self, name: str) -> Backend:
+        if name not in self.backends:
+            self.backends[name] = get_backend(name)
+        return self.backends[name]
 
     def _check_stop_conditions(self, state: RunState) -> None:
         if state.run.stop_requested:
@@ -410,6 +469,11 @@ class Coordinator:
         )
         env = worker_env(hooks_dir=self.paths.hooks, run_id=self.run_id, task_id=task_id, attempt=n, agent=agent, committer=self.committer, excludes_file=self.paths.excludes)
         env.update(role.env)
+        options = role_options(role, self.config.prices.get(agent.model or ""))
+        session = resumable_session(task.attempts, role.backend)
+        if session is not None:
+            # Resuming CLIs report the session's running totals: what it used before.
+            options["session_usage"] = sum((a.usage for a in task.attempts if a.session == session), Usage()).to_json()
         request = AgentRequest(
             task=task.spec,
             attempt=n,
@@ -422,11 +486,12 @@ class Coordinator:
             command=role.command,
             args=tuple(role.args),
             env=env,
-            options=role_options(role, self.config.prices.get(agent.model or "")),
+            options=options,
+            session=session,
             timeout=self.config.watchdog.task_max_duration_seconds,
             heartbeat_timeout=self.config.watchdog.heartbeat_timeout_seconds,
         )
-        worker = AttemptWorker(repo_dir=self.repo_dir, config=self.config, path=request.workdir, branch=branch, base=base, request=request, out=self.queue)
+        worker = AttemptWorker(repo_dir=self.repo_dir, config=self.config, path=request.workdir, branch=branch, base=base, request=request, backend=self._backend(role.backend), out=self.queue)
         self.workers[task_id] = worker
         worker.start()
         self.report(f"{task_id}#{n} started: {task.spec.title} ({agent.display_name}, from {base[:8]})")
@@ -472,12 +537,14 @@ class Coordinator:
             return
         if event.kind in ("started", "finished"):
             return
+        if event.kind == "usage":
+            self.usage_so_far[task_id] = self.usage_so_far.get(task_id, Usage()) + Usage.from_json(event.data)
         text = event.text or event.kind
         if event.kind == "file_changed":
             text = f"{event.data.get('action', 'changed')} {event.data.get('path', '')}".strip()
         elif event.kind == "tool":
             text = str(event.data.get('name') or event.data.get('command') or event.text)
-        self.progress[task_id] = _Progress(n, f"{event.kind}: {text}"[:200])
+        self.progress[task_id] = _Progress(n, f"{event.kind}: {text}"[:200], self.usage_so_far.get(task_id))
 
     def _record_pid(self, task_id: str, pid: int) -> None:
         """The agent's process, so that a resume after a crash of this coordinator can
@@ -501,7 +568,10 @@ class Coordinator:
             t = state.tasks.get(task_id)
             cur = t.current if t else None
             if cur is not None and cur.n == p.n and not cur.finished:
-                events.append({"type": "progress", "task": task_id, "n": p.n, "event": p.text})
+                event: dict[str, Any] = {"type": "progress", "task": task_id, "n": p.n, "event": p.text}
+                if p.usage is not None:
+                    event["usage"] = p.usage.to_json()
+                events.append(event)
         self.progress.clear()
         self.last_flush = now
         if events:
@@ -511,7 +581,8 @@ class Coordinator:
         worker = self.workers.pop(task_id, None)
         if worker is not None:
             worker.join(timeout=5)
-        self.progress.pop(task_id, None)
+        self.progress.pop(task_id, None)  # the attempt_finished event says it all
+        self.usage_so_far.pop(task_id, None)
         self._flush_progress(force=True)
         state = self.rs.read()
         task = state.tasks[task_id]
@@ -532,6 +603,7 @@ class Coordinator:
                     "commit": outcome.commit,
                     "summary": result.summary or None,
                     "transcript": outcome.transcript,
+                    "session": result.session,
                 }
             )
             self.report(f"{task_id}#{n} finished" + ("" if changed else " (no changes)"))
@@ -555,6 +627,7 @@ class Coordinator:
                 "commit": outcome.commit,
                 "transcript": outcome.transcript,
                 "retry": retry,
+                "session": result.session,
             }
         )
         self._keep_attempt(task_id, n, attempt.base, outcome.commit)

@@ -189,6 +189,8 @@ class Attempt:
     last_event_at: str | None = None
     prompt_path: str | None = None  # path in the state tree of the exact prompt
     transcript_path: str | None = None
+    session: str | None = None  # the agent CLI's session / thread id (a retry resumes it)
+    messages: tuple[str, ...] = ()  # messages injected by the user while it ran
 
     @property
     def finished(self) -> bool:
@@ -218,6 +220,8 @@ class Attempt:
             "last_event_at": self.last_event_at,
             "prompt": self.prompt_path,
             "transcript": self.transcript_path,
+            "session": self.session,
+            "messages": list(self.messages) or None,
         }
         return _drop_empty(d)
 
@@ -246,6 +250,8 @@ class Attempt:
             last_event_at=d.get("last_event_at"),
             prompt_path=d.get("prompt"),
             transcript_path=d.get("transcript"),
+            session=d.get("session"),
+            messages=tuple(str(m) for m in d.get("messages") or ()),
         )
 
 

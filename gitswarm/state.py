@@ -385,6 +385,19 @@ def _progress(c: _Change, e: Mapping[str, Any]) -> None:
     c.set_task(t.with_attempt(replace(a, **changes)))
 
 
+def _inject(c: _Change, e: Mapping[str, Any]) -> None:
+    """`gitswarm inject`: a message for the agent working on a task, delivered by the
+    coordinator as the next user turn of the agent's session."""
+    _not_ended(c)
+    t = c.task(_str(e, "task"))
+    message = e.get("message")
+    _require(isinstance(message, str) and bool(message.strip()), "an inject needs a non-empty message")
+    a = t.current
+    _require(a is not None and not a.finished, f"task {t.id} has no running attempt to take a message")
+    assert a is not None
+    c.set_task(t.with_attempt(replace(a, messages=(*a.messages, str(message)))))
+
+
 def _attempt_finished(c: _Change, e: Mapping[str, Any]) -> None:
     t = c.task(_str(e, "task"))
     a = _attempt(t, _int(e, "n"))
@@ -404,6 +417,7 @@ def _attempt_finished(c: _Change, e: Mapping[str, Any]) -> None:
         commit=e.get("commit"),
         summary=e.get("summary"),
         transcript_path=transcript_path(t.id, a.n) if isinstance(transcript, str) else a.transcript_path,
+        session=e.get("session") if isinstance(e.get("session"), str) else a.session,
     )
     if result == "ok":
         status = TaskStatus.VERIFYING
@@ -520,6 +534,7 @@ HANDLERS: dict[str, Callable[[_Change, Mapping[str, Any]], None]] = {
     "attempt_started": _attempt_started,
     "progress": _progress,
     "attempt_finished": _attempt_finished,
+    "inject": _inject,
     "attempt_verified": _attempt_verified,
     "merge_intent": _merge_intent,
     "merged": _merged,
@@ -639,5 +654,7 @@ def summarize(event: Mapping[str, Any]) -> str:
             return f"note: {str(event.get('text') or '')[:60]}"
         case "progress":
             return f"{where}: {str(event.get('event') or '')[:60]}"
+        case "inject":
+            return f"{where}: message: {str(event.get('message') or '')[:50]}"
         case _:
             return f"{kind}" + (f" {where}" if where else "")

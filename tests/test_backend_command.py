@@ -372,9 +372,9 @@ def test_a_grandchild_that_left_the_group_cannot_keep_events_open(tmp_path: Path
 def test_registry() -> None:
     assert isinstance(get_backend("scripted"), ScriptedBackend)
     assert isinstance(get_backend("command"), CommandBackend)
-    for name in ("claude", "codex", "codex-mcp", "aider"):
-        with pytest.raises(GitswarmError, match=f"backend {name} arrives with the agent backends; "
-                                                "use scripted or command for now"):
+    assert [get_backend(name).name for name in ("claude", "codex")] == ["claude", "codex"]
+    for name in ("opencode", "attocode"):
+        with pytest.raises(GitswarmError, match=f"backend {name} has no module of its own yet"):
             get_backend(name)
     with pytest.raises(InputError) as info:
         get_backend("gpt-agent")

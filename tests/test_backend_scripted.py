@@ -201,7 +201,7 @@ def test_a_path_through_a_symlink_out_of_the_worktree_is_rejected(wt: Path, tmp_
 
 @pytest.mark.parametrize("step, message", [
     ({"rename": {"path": "a"}}, "script step 2: unknown step 'rename' (known steps: write, append, delete, run, "
-                                "sleep, fail, commit)"),
+                                "sleep, fail, commit, await_message)"),
     ({"write": {"path": "a"}}, "script step 2 (write): 'content' is missing"),
     ({"write": {"path": "a", "content": 3}}, "script step 2 (write): content must be a string, got a number (3)"),
     ({"write": {"path": "a", "content": "", "mode": 1}}, "script step 2 (write): unknown key 'mode' (expected path, content)"),
@@ -215,9 +215,9 @@ def test_a_path_through_a_symlink_out_of_the_worktree_is_rejected(wt: Path, tmp_
     ({"fail": None}, "script step 2 (fail): the message must be a string, got null"),
     ({"write": {"path": "a", "content": ""}, "run": "ls"},
      "script step 2: expected a mapping with exactly one key, the step (write, append, delete, run, sleep, fail, "
-     "commit), got a mapping with 2 keys"),
+     "commit, await_message), got a mapping with 2 keys"),
     ("run ls", "script step 2: expected a mapping with exactly one key, the step (write, append, delete, run, "
-               "sleep, fail, commit), got a string ('run ls')"),
+               "sleep, fail, commit, await_message), got a string ('run ls')"),
 ])
 def test_invalid_steps_name_the_step(wt: Path, step: Any, message: str) -> None:
     run, _ = run_script(wt, [{"sleep": 0}, step])

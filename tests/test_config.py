@@ -583,7 +583,9 @@ def test_command_backend_needs_command() -> None:
 
 def test_command_only_keys_warn_on_other_backends() -> None:
     loaded = load(BASE + "    prompt_via: argv\n    timeout_seconds: 10\n")
-    assert [where(w) for w in loaded.warnings] == [(5, 5), (6, 5)]
+    # timeout_seconds applies to every backend now: only prompt_via is command-only.
+    assert [where(w) for w in loaded.warnings] == [(5, 5)]
+    assert loaded.config.roles[0].timeout_seconds == 10
     assert "used only by the command backend" in loaded.warnings[0].message
 
 
@@ -1032,22 +1034,22 @@ def test_agent_cli_setting_of_another_backend_is_warned_about() -> None:
 roles:
   - {role_id: cx, backend: codex, max_turns: 3}
 """)
-    assert [(w.line, w.column) for w in loaded.warnings] == [(2, 35)]
+    assert [where(w) for w in loaded.warnings] == [(2, 35)]
     assert "used only by backend claude" in loaded.warnings[0].message
 
 
 @pytest.mark.parametrize("text, where, words", [
-    ("roles:\n  - {role_id: a, backend: claude, permission_mode: yolo}\n", (2, 55), "not one of default"),
-    ("roles:\n  - {role_id: a, backend: codex, sandbox: open}\n", (2, 46), "not one of read-only"),
-    ("roles:\n  - {role_id: a, backend: claude, max_turns: 0}\n", (2, 49), "must be >= 1"),
+    ("roles:\n  - {role_id: a, backend: claude, permission_mode: yolo}\n", (2, 52), "not one of default"),
+    ("roles:\n  - {role_id: a, backend: codex, sandbox: open}\n", (2, 43), "not one of read-only"),
+    ("roles:\n  - {role_id: a, backend: claude, max_turns: 0}\n", (2, 46), "must be >= 1"),
     ("roles:\n  - {role_id: a, backend: codex}\nprices:\n  gpt-5: {input: 1}\n", (4, 10), "missing 'output'"),
     ("roles:\n  - {role_id: a, backend: codex}\nprices:\n  gpt-5: {input: 1, output: -2}\n", (4, 29), ">= 0"),
     ("roles:\n  - {role_id: a, backend: codex}\nprices:\n  gpt-5: {input: 1, output: 2, cached: 1}\n",
      (4, 32), "unknown key 'cached'"),
 ])
 def test_bad_agent_cli_settings_are_errors_with_positions(text: str, where: tuple[int, int], words: str) -> None:
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(InputError) as info:
         parse_config(text, "swarm.yaml")
     problem = info.value.problems[0]
-    assert (problem.line, problem.column) == where, problem
+    assert (problem.line, problem.col) == where, problem
     assert words in problem.message

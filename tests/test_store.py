@@ -57,9 +57,10 @@ events = st.one_of(
     ),
     st.builds(lambda t, n, e, u: {"type": "progress", "task": t, "n": n, "event": e, "usage": u}, task_ids, attempt_n, text, usage),
     st.builds(
-        lambda t, n, r, u, tr, retry: {"type": "attempt_finished", "task": t, "n": n, "result": r, "usage": u, "transcript": tr, "retry": retry},
-        task_ids, attempt_n, st.sampled_from(["ok", "failed", "interrupted"]), usage, text, st.booleans(),
+        lambda t, n, r, u, tr, retry, sess: {"type": "attempt_finished", "task": t, "n": n, "result": r, "usage": u, "transcript": tr, "retry": retry, "session": sess},
+        task_ids, attempt_n, st.sampled_from(["ok", "failed", "interrupted"]), usage, text, st.booleans(), st.none() | text,
     ),
+    st.builds(lambda t, m: {"type": "inject", "task": t, "message": m}, task_ids, text),
     st.builds(lambda t, n, ok: {"type": "attempt_verified", "task": t, "n": n, "ok": ok, "checks": [{"gate": "syntax", "ok": ok}]}, task_ids, attempt_n, st.booleans()),
     st.builds(lambda t, n, c, tip: {"type": "merge_intent", "task": t, "n": n, "commit": c, "tip": tip}, task_ids, attempt_n, sha, sha),
     st.builds(lambda t, n, c: {"type": "merged", "task": t, "n": n, "commit": c}, task_ids, attempt_n, sha),
