@@ -63,7 +63,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from gitswarm.backends.base import AgentEvent, AgentRequest, AgentResult, AgentRun
 from gitswarm.backends.pricing import priced
-from gitswarm.backends.process import FailedRun, ProcessRun, clip
+from gitswarm.backends.process import FailedRun, ProcessRun, clip, describe_exit
 from gitswarm.model import Usage
 
 FLAGS = (
@@ -256,6 +256,7 @@ def judge(events: Sequence[AgentEvent]) -> Judgement:
     j = Judgement()
     announced: list[str] = []
     pending: list[str] = []  # the API error block not yet known to be retried
+    previous: str | None = None  # the last error that was not fatal by itself
 
     def settle() -> None:
         if pending and j.fatal is None:
@@ -283,7 +284,10 @@ def judge(events: Sequence[AgentEvent]) -> Judgement:
             elif data.get("fatal"):
                 settle()
                 if j.fatal is None:
-                    j.fatal = event.text
+                    # "Only 3 reflections allowed" alone does not say what went wrong.
+                    j.fatal = event.text + (f" (last error: {previous})" if previous else "")
+            if not data.get("fatal") and not data.get("retry"):
+                previous = event.text
     settle()
     j.announced = tuple(announced)
     return j
@@ -345,7 +349,7 @@ def summarize(said: str, files: Sequence[str], ok: bool) -> str:
     if files:
         shown = ", ".join(files[:10]) + (f" and {len(files) - 10} more" if len(files) > 10 else "")
         return clip(f"edited {len(files)} file{'s' if len(files) != 1 else ''}: {shown}", SUMMARY_CHARS)
-    return "no changes"
+    return "no changes" if ok else ""
 
 
 def porcelain_paths(output: str) -> list[str]:
@@ -508,9 +512,11 @@ class AiderRun(ProcessRun):
         files = list(j.announced) + self.git_files
         usage = self.final_usage()
         said = assistant_text(self.chat_history)
-        if exit_code != 0:
-            return AgentResult(ok=False, summary=summarize(said, files, False),
-                               error=j.fatal or self.exit_error(exit_code), exit=exit_code, usage=usage)
+        if exit_code != 0:  # aider's own usage errors (a bad flag, an unreadable message file)
+            error = (f"aider: {clip(j.fatal, 1500)} ({describe_exit(exit_code)})" if j.fatal
+                     else self.exit_error(exit_code))
+            return AgentResult(ok=False, summary=summarize(said, files, False), error=error, exit=exit_code,
+                               usage=usage)
         if j.fatal is not None:
             return AgentResult(ok=False, summary=summarize(said, files, False), error=f"aider: {clip(j.fatal, 1500)}",
                                exit=exit_code, usage=usage)

@@ -5,9 +5,11 @@
            [--append-system-prompt S] [--resume=SESSION] [role args...]
 
 The prompt goes in as a user message on stdin (no command-line length limit) and stdin
-stays open while the agent works, so that `inject` can queue another user turn in the
-same session; stdin is closed when the last queued turn has its `result`, and Claude
-Code exits.
+stays open while the agent works, so that `inject` can send another user message into
+the same session. Claude Code takes a message that arrives mid-turn into the running
+turn (measured with 2.1.197: one `result` for both); `--replay-user-messages` echoes
+each message when it is taken, so stdin is closed at a `result` once every message sent
+has been taken, and Claude Code exits.
 
 What Claude Code prints, one JSON object per line (verified with 2.1.197 against the
 fake API in tests/fakeapi): `system`/`init` (session id, model, tools), `assistant`
@@ -50,7 +52,8 @@ def user_message(text: str) -> bytes:
 
 def claude_argv(binary: str, request: AgentRequest) -> list[str]:
     opts = request.options
-    argv = [binary, "-p", "--input-format", "stream-json", "--output-format", "stream-json", "--verbose"]
+    argv = [binary, "-p", "--input-format", "stream-json", "--output-format", "stream-json", "--verbose",
+            "--replay-user-messages"]
     if request.model:
         argv += ["--model", request.model]
     if opts.get("max_turns"):
@@ -181,8 +184,11 @@ def _assistant_events(obj: Mapping[str, Any]) -> list[AgentEvent]:
 def _tool_result_events(obj: Mapping[str, Any]) -> list[AgentEvent]:
     message = obj.get("message") if isinstance(obj.get("message"), dict) else {}
     content = message.get("content")
+    if obj.get("isReplay"):
+        # A message of ours, echoed when Claude Code takes it (--replay-user-messages).
+        return [AgentEvent("message", "taken: " + _short(_result_content(content), 200), data={"replay": True})]
     if not isinstance(content, list):
-        return []  # a replay of the prompt
+        return []
     events = []
     for block in content:
         if isinstance(block, dict) and block.get("type") == "tool_result":
@@ -227,7 +233,8 @@ class ClaudeRun(ProcessRun):
     def __init__(self, argv: Sequence[str], *, prompt: str, price: Mapping[str, float] | None, **kwargs: Any):
         self.tally = Tally()
         self.price = price
-        self._turns_sent = 1
+        self._sent = 1  # user messages written to stdin (the prompt is the first)
+        self._taken = 0  # ... and echoed back as taken
         super().__init__(argv, stdin=user_message(prompt), keep_stdin_open=True, **kwargs)
 
     def parse_line(self, line: str) -> list[AgentEvent]:
@@ -236,24 +243,29 @@ class ClaudeRun(ProcessRun):
         for event in events:
             if event.kind == "message" and event.data.get("init") and event.data.get("session"):
                 self.tally.session = str(event.data["session"])
+            if event.kind == "message" and event.data.get("replay"):
+                self._taken += 1
             if event.kind == "finished":
                 added = priced(self.tally.add(event.data), self.price)
                 out.append(AgentEvent("usage", f"{added.input_tokens} in, {added.output_tokens} out, "
                                                f"${added.cost_usd:.4f}", data=added.to_json()))
-                if self.tally.results >= self._turns_sent:
-                    self.close_stdin()  # nothing more queued: let Claude Code exit
+                with self._lock:
+                    done = self._taken >= self._sent
+                if done:
+                    self.close_stdin()  # every message was taken: let Claude Code exit
             out.append(event)
         return out
 
     def inject(self, message: str) -> bool:
-        """Send another user turn into the same session (after the current one)."""
+        """Send another user message into the same session: taken into the running turn,
+        or starting the next one. False once the agent has finished."""
         with self._lock:
             if self._stdin_closed:
                 return False
-            self._turns_sent += 1
+            self._sent += 1
         if not self.send_stdin(user_message(message)):
             with self._lock:
-                self._turns_sent -= 1
+                self._sent -= 1
             return False
         return True
 

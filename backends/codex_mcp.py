@@ -49,9 +49,10 @@ import subprocess
 import tempfile
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Protocol as TypingProtocol
+from typing import Any, Callable, Iterator, Mapping, Protocol as TypingProtocol
 
 from gitswarm.backends.base import AgentEvent, AgentRequest, AgentResult, AgentRun, SingleUseRun
 from gitswarm.backends.jsonrpc import MAX_LINE_BYTES, Incoming, StdioJsonRpc
@@ -458,7 +459,8 @@ class McpTurn:
         self.done = True
         if "error" in message:
             err = message.get("error")
-            self.error = "codex tool call failed: " + (_text(err.get("message")) if isinstance(err, Mapping) else str(err))
+            reason = _text(err.get("message")) if isinstance(err, Mapping) else str(err)
+            self.error = f"codex tool call failed: {reason}"
             return []
         result = message.get("result") if isinstance(message.get("result"), Mapping) else {}
         structured = result.get("structuredContent") if isinstance(result.get("structuredContent"), Mapping) else {}
@@ -466,7 +468,8 @@ class McpTurn:
             if isinstance(structured.get(key), str) and structured[key]:
                 self.thread = structured[key]
                 break
-        texts = [c.get("text") for c in result.get("content") or [] if isinstance(c, Mapping) and isinstance(c.get("text"), str)]
+        texts = [c["text"] for c in result.get("content") or []
+                 if isinstance(c, Mapping) and isinstance(c.get("text"), str)]
         content = _text(structured.get("content")) or "\n".join(texts)
         if result.get("isError") or self.aborted:
             self.error = f"codex reported an error: {content or self.last_error or 'no reason given'}"
@@ -526,7 +529,8 @@ class McpTurn:
         for path, change in changes.items():
             kind = "update"
             if isinstance(change, Mapping):
-                kind = _text(change.get("type")) or next((k for k in ("add", "delete", "update") if k in change), "update")
+                named = [k for k in ("add", "delete", "update") if k in change]
+                kind = _text(change.get("type")) or (named[0] if named else "update")
             events.append(_file_event(str(path), kind))
         return events
 
@@ -872,7 +876,8 @@ class CodexMcpRun(SingleUseRun):
     def _pump_turn(self, rid: int, mapper: TurnMapper) -> Iterator[AgentEvent]:
         yield from self._pump(rid, mapper.on_response, lambda: mapper.done, mapper, "the turn")
 
-    def _pump(self, rid: int, on_response: Any, done: Any, mapper: TurnMapper | None, what: str) -> Iterator[AgentEvent]:
+    def _pump(self, rid: int, on_response: Callable[[Mapping[str, Any]], list[AgentEvent]],
+              done: Callable[[], bool], mapper: TurnMapper | None, what: str) -> Iterator[AgentEvent]:
         """Read the process until `done()`: answers its requests, hands notifications to
         the mapper, applies stop/heartbeat/timeout, notices its death. Outside a turn an
         abort kills the process at once; in a turn Codex is first asked to interrupt it,
@@ -919,7 +924,8 @@ class CodexMcpRun(SingleUseRun):
             self.proc.rpc.notify("notifications/cancelled", {"requestId": rid, "reason": self._fail_reason})
         self._interrupt_sent = True
 
-    def _handle(self, item: Incoming, rid: int, on_response: Any, mapper: TurnMapper | None) -> list[AgentEvent]:
+    def _handle(self, item: Incoming, rid: int, on_response: Callable[[Mapping[str, Any]], list[AgentEvent]],
+                mapper: TurnMapper | None) -> list[AgentEvent]:
         if item.kind == "stderr":
             return [AgentEvent("stderr", strip_ansi(item.text))]
         if item.kind == "malformed":
@@ -986,6 +992,8 @@ class CodexMcpRun(SingleUseRun):
             reason = self._fail_reason
         if reason is not None:
             raise _RunEnded(reason)
+        if self.backend.closed:
+            raise _RunEnded(f"codex-mcp: the backend was closed while {what} ran")
         lines = [line.strip() for line in self.proc.rpc.stderr_tail if line.strip()][-5:]
         text = f"codex {describe_exit(code)} before {what} ended"
         if lines:
@@ -1036,6 +1044,14 @@ def _rpc_error(response: Mapping[str, Any]) -> str:
 # -- the backend ------------------------------------------------------------------------------
 
 
+def _close_all(procs: dict[str, list[CodexProcess]], lock: threading.Lock) -> None:
+    with lock:
+        every = [p for ps in procs.values() for p in ps]
+        procs.clear()
+    for proc in every:
+        proc.close()
+
+
 class CodexMcpBackend:
     """Keeps one Codex process per agent for the whole run (see the module docstring)."""
 
@@ -1047,6 +1063,13 @@ class CodexMcpBackend:
         self._procs: dict[str, list[CodexProcess]] = {}
         self._protocols: dict[str, str] = {}  # binary -> protocol, probed once per run
         self._closed = False
+        # A backend dropped without close() (or left at exit) must not leave Codex
+        # processes behind: the finalizer holds the processes, not the backend.
+        self._finalizer = weakref.finalize(self, _close_all, self._procs, self._lock)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def start(self, request: AgentRequest) -> AgentRun:
         binary = request.command or "codex"
@@ -1055,7 +1078,11 @@ class CodexMcpBackend:
             return FailedRun(f"codex-mcp: sandbox must be one of {', '.join(SANDBOXES)}; got {sandbox!r}")
         if self._closed:
             return FailedRun("codex-mcp: the backend is closed")
-        resolved = binary if os.sep in binary else shutil.which(binary, path=request.env.get("PATH") or None) or binary
+        # One path for the probe and the spawn (which runs in the worktree).
+        if os.sep in binary:
+            resolved = os.path.abspath(binary)
+        else:
+            resolved = shutil.which(binary, path=request.env.get("PATH") or None) or binary
         try:
             protocol = self.protocol_for(resolved, request)
         except ProtocolUnavailable as exc:
@@ -1063,6 +1090,8 @@ class CodexMcpBackend:
         return CodexMcpRun(self, request, protocol, resolved)
 
     def protocol_for(self, binary: str, request: AgentRequest) -> str:
+        """The role's `protocol` option if set (embedders, tests), else what the binary
+        speaks (probed once per binary)."""
         forced = request.options.get("protocol")
         if forced:
             if forced not in PROTOCOLS:
@@ -1077,7 +1106,8 @@ class CodexMcpBackend:
         return known
 
     def _acquire(self, request: AgentRequest, protocol: str, binary: str) -> CodexProcess:
-        """The agent's idle process spawned like this request wants, else a new one."""
+        """The agent's idle process spawned like this request wants, else a new one (an
+        agent runs one attempt at a time; should two overlap, the second gets its own)."""
         key = _process_key(binary, protocol, tuple(request.args), request.env)
         stale: list[CodexProcess] = []
         with self._lock:
@@ -1132,13 +1162,11 @@ class CodexMcpBackend:
             return list(self._procs.get(agent_id, []))
 
     def close(self) -> None:
-        """End every Codex process: SIGTERM to its group, SIGKILL after KILL_GRACE."""
+        """End every Codex process: SIGTERM to its group, SIGKILL after KILL_GRACE. A run
+        still going ends with an error."""
         with self._lock:
             self._closed = True
-            procs = [p for ps in self._procs.values() for p in ps]
-            self._procs.clear()
-        for proc in procs:
-            proc.close()
+        self._finalizer()
 
 
 __all__ = [

@@ -143,11 +143,12 @@ class Server:
         elif name == "codex-reply":
             thread = args.get("threadId") or args.get("conversationId") or ""
             if thread not in self.threads:
-                send({"id": rid, "result": {"content": [{"type": "text", "text": f"Session not found for thread_id: {thread}"}],
-                                            "isError": True}})
+                text = f"Session not found for thread_id: {thread}"
+                send({"id": rid, "result": {"content": [{"type": "text", "text": text}], "isError": True}})
                 return
         else:
-            send({"id": rid, "result": {"content": [{"type": "text", "text": f"Unknown tool '{name}'"}], "isError": True}})
+            text = f"Unknown tool '{name}'"
+            send({"id": rid, "result": {"content": [{"type": "text", "text": text}], "isError": True}})
             return
         state = self.threads[thread]
         prompt = str(args.get("prompt") or "")
@@ -184,7 +185,8 @@ class Server:
                                      "stdout": "", "stderr": ""})
         for m in re.finditer(r"\[exec ([^\]]*)\]", prompt):
             command = ["bash", "-lc", m.group(1)]
-            self.event(rid, thread, {"type": "exec_command_begin", "call_id": "e1", "command": command, "cwd": str(cwd)})
+            self.event(rid, thread, {"type": "exec_command_begin", "call_id": "e1", "command": command,
+                                     "cwd": str(cwd)})
             done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
             self.event(rid, thread, {"type": "exec_command_end", "call_id": "e1", "command": command,
                                      "exit_code": done.returncode, "aggregated_output": done.stdout + done.stderr})
@@ -199,7 +201,8 @@ class Server:
             self.next_id += 1
             eid = self.next_id
             send({"id": eid, "method": "elicitation/create", "params": {
-                "message": "Allow Codex to run `rm -rf build`?", "requestedSchema": {"type": "object", "properties": {}},
+                "message": "Allow Codex to run `rm -rf build`?",
+                "requestedSchema": {"type": "object", "properties": {}},
                 "threadId": thread, "codex_elicitation": "exec-approval", "codex_call_id": "e2",
                 "codex_command": ["rm", "-rf", "build"], "codex_cwd": str(cwd)}})
             with self.cond:
