@@ -276,6 +276,7 @@ class StdioJsonRpc:
                 exited = info is not None and info.si_pid != 0
             if not exited:
                 return None
+            self._killpg(signal.SIGKILL)
         try:
             code = self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:

@@ -74,16 +74,19 @@ def codex_env(home: Path) -> dict[str, str]:
     return {"HOME": str(home), "CODEX_HOME": str(home / ".codex"), "FAKE_API_KEY": "fake-key-for-tests"}
 
 
-def codex_provider_args(api_url: str) -> list[str]:
-    """`-c` overrides that make codex use the fake Responses API at `api_url`."""
+def codex_provider_args(api_url: str, idle_timeout_ms: int = 5000) -> list[str]:
+    """`-c` overrides that make codex use the fake Responses API at `api_url`, without
+    retries (a fault must end the turn now) and with codex's own stream idle timeout."""
     provider = (f'{{name="fake",base_url="{api_url}/v1",wire_api="responses",env_key="FAKE_API_KEY",'
-                f'request_max_retries=0,stream_max_retries=0,stream_idle_timeout_ms=5000}}')
+                f'request_max_retries=0,stream_max_retries=0,stream_idle_timeout_ms={idle_timeout_ms}}}')
     return ["-c", "model_provider=fake", "-c", f"model_providers.fake={provider}"]
 
 
 def aider_env(api_url: str, home: Path) -> dict[str, str]:
+    """Aider against a fake OpenAI API; litellm's bundled price list, never downloaded."""
     home.mkdir(parents=True, exist_ok=True)
-    return {"HOME": str(home), "OPENAI_API_KEY": "fake-key-for-tests", "OPENAI_API_BASE": f"{api_url}/v1"}
+    return {"HOME": str(home), "OPENAI_API_KEY": "fake-key-for-tests", "OPENAI_API_BASE": f"{api_url}/v1",
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
 
 
 __all__ = ["PINNED", "aider_env", "claude_env", "codex_env", "codex_provider_args", "find", "require"]

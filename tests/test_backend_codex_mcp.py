@@ -602,6 +602,19 @@ def test_mcp_process_exit_mid_turn(backend: CodexMcpBackend, repo: Path, tmp_pat
                                 "mcp-server started with [] | fatal: the fake codex fell over)")
 
 
+def test_a_dead_process_takes_its_group_along(backend: CodexMcpBackend, repo: Path, tmp_path: Path) -> None:
+    """A child Codex left behind (holding the pipes) must not outlive it or hold events() open."""
+    t0 = time.monotonic()
+    run = backend.start(mcp_request(repo, "[spawn] [die]", tmp_path / "log"))
+    events = drain(run)
+    assert time.monotonic() - t0 < 5
+    assert (run.result.error or "").startswith("codex exited with code 3 before the turn ended")
+    spawned = [int(e.text.split()[-1]) for e in of(events, "stderr") if e.text.startswith("spawned pid ")]
+    assert len(spawned) == 1
+    assert wait_for(lambda: not os.path.exists(f"/proc/{spawned[0]}") or
+                    open(f"/proc/{spawned[0]}/stat").read().split()[2] == "Z")
+
+
 def test_mcp_stop_before_events_never_starts_a_turn(backend: CodexMcpBackend, repo: Path, tmp_path: Path) -> None:
     log = tmp_path / "log"
     run = backend.start(mcp_request(repo, "hello", log))

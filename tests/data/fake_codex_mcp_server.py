@@ -24,6 +24,7 @@ What a turn does is read from its prompt, so each test writes its own scenario:
     [fail]              answer with isError after an `error` event
     [hang]              answer nothing until cancelled (then turn_aborted and isError)
     [hang-hard]         answer nothing, ignore cancellation too
+    [spawn]             start `sleep 60` holding our stdout/stderr (its pid goes to stderr)
     [die]               write to stderr and exit with code 3 in the middle of the turn
 The reply is "turn N of THREAD (pid P): <prompt>", so tests can see which thread and
 which process answered. With $FAKE_CODEX_LOG set, every message received is appended to
@@ -213,6 +214,11 @@ class Server:
             self.event(rid, thread, {"type": "error", "message": "unexpected status 500 Internal Server Error"})
             self.result(rid, thread, "unexpected status 500 Internal Server Error", error=True)
             return False
+        if "[spawn]" in prompt:
+            # A child that keeps our stdout and stderr open, as a command left running would.
+            child = subprocess.Popen(["sleep", "60"])
+            sys.stderr.write(f"spawned pid {child.pid}\n")
+            sys.stderr.flush()
         if "[die]" in prompt:
             sys.stderr.write("fatal: the fake codex fell over\n")
             sys.stderr.flush()
