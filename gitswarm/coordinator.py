@@ -729,6 +729,7 @@ class Coordinator:
             "ended": a.ended,
             "checks": [dict(c) for c in a.checks],
             "score": a.score,
+            "session": a.session,
         }
         # Notes go only on commits unique to this attempt (base..commit) and the merge.
         commits = gitops.rev_list(self.repo_dir, a.base, a.commit) if a.base and a.commit else []
