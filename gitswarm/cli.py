@@ -21,7 +21,7 @@ from rich.text import Text
 
 from . import __version__, views
 from .config import TEMPLATE_VARIANTS, LoadedConfig, load_config, template_text
-from .doctor import FAIL, OK, WARN, check_config, check_git, check_libraries, check_repository, find_default_config, verdict
+from .doctor import FAIL, OK, WARN, check_config, check_git, check_libraries, check_live, check_repository, find_default_config, verdict
 from .errors import GitswarmError, InputError, Problem
 from .model import RunState, TaskStatus
 from .store import RunStore, Store
@@ -337,8 +337,11 @@ def doctor_cmd(
     ctx: typer.Context,
     config: Optional[str] = typer.Argument(None, help="Swarm config to check (default: swarm.yaml at the repository root, if any)."),
     as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON."),
+    live: bool = typer.Option(False, "--live", help="Also run one real turn of each configured agent (costs a small model call each)."),
 ) -> None:
-    """Check git, the repository, the config and each configured backend's binary.
+    """Check git, the repository, the config and each configured backend's binary
+    (found, version, and for codex-mcp the protocol it speaks); with --live, one real
+    turn of each agent, in a scratch repository.
 
     Exits 1 if something a run needs is missing, 2 if the config is invalid.
     """
@@ -348,6 +351,10 @@ def doctor_cmd(
     loaded = _load_config(path) if path else None
     base_dir = str(Path(path).resolve().parent) if path else cwd
     checks.extend(check_config(loaded, base_dir))
+    if live and loaded is not None:
+        if not as_json:
+            err.print("running one turn of each configured agent ...", style="dim")
+        checks.extend(check_live(loaded, base_dir))
     code = verdict(checks)
     if as_json:
         _print_json({"ok": code == 0, "checks": [c.to_json() for c in checks]})

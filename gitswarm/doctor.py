@@ -113,15 +113,24 @@ def role_binary(role: RoleConfig) -> str | None:
     return role.command or DEFAULT_BINARIES.get(role.backend)
 
 
-def check_backend(role: RoleConfig, base_dir: str, live: bool = False) -> Check:
+def resolve_binary(role: RoleConfig, base_dir: str) -> str | None:
+    """The full path of the role's binary (a relative path with a slash is taken from
+    the config's folder, as a run does), or None when it is not found."""
+    binary = role_binary(role)
+    if binary is None:
+        return None
+    candidate = binary
+    if os.sep in binary and not os.path.isabs(binary):
+        candidate = str(Path(base_dir) / binary)
+    return shutil.which(candidate)
+
+
+def check_backend(role: RoleConfig, base_dir: str) -> Check:
     name = f"role {role.role_id}"
     binary = role_binary(role)
     if binary is None:
         return Check(name, OK, f"{role.backend}: built in, needs no binary")
-    candidate = binary
-    if os.sep in binary and not os.path.isabs(binary):
-        candidate = str(Path(base_dir) / binary)
-    path = shutil.which(candidate)
+    path = resolve_binary(role, base_dir)
     if path is None:
         hint = INSTALL_HINTS.get(role.backend) if binary == DEFAULT_BINARIES.get(role.backend) else None
         fix = f"install it: {hint}" if hint else "put it on PATH or set the role's `command` to its path"
@@ -130,7 +139,83 @@ def check_backend(role: RoleConfig, base_dir: str, live: bool = False) -> Check:
     version = out.splitlines()[0] if out else "?"
     if code != 0:
         return Check(name, WARN, f"{role.backend}: {path} found but `--version` failed: {version}")
-    return Check(name, OK, f"{role.backend}: {path} ({version})")
+    detail = f"{role.backend}: {path} ({version})"
+    if role.backend == "codex-mcp":
+        protocol, why = codex_protocol(path)
+        if protocol is None:
+            return Check(name, FAIL, f"{detail}: speaks neither `codex app-server` nor `codex mcp-server`: {why}")
+        detail += f", multi-turn over `codex {protocol}`"
+    return Check(name, OK, detail)
+
+
+def codex_protocol(path: str) -> tuple[str | None, str]:
+    """Which multi-turn protocol this codex speaks ("app-server" or "mcp-server")."""
+    from gitswarm.backends import codex_mcp
+
+    try:
+        return codex_mcp.detect_protocol(path), ""
+    except Exception as exc:  # the probe failing is the answer: report it
+        return None, str(exc)
+
+
+LIVE_PROMPT = "This is a connection check by `gitswarm doctor --live`. Reply with the single word: ok"
+LIVE_TIMEOUT = 120.0
+
+
+def live_check(role: RoleConfig, model: str, base_dir: str, workdir: Path) -> Check:
+    """One real turn of the role's agent in `workdir` (an empty scratch repository): the
+    binary, its credentials and the model answer. Costs one small model call."""
+    from gitswarm.backends.base import AgentRequest, role_options
+    from gitswarm.backends.registry import get_backend
+    from gitswarm.model import TaskSpec
+
+    name = f"live {role.role_id}"
+    binary = role_binary(role)
+    command = resolve_binary(role, base_dir) if binary else None
+    if binary is not None and command is None:
+        return Check(name, FAIL, f"{role.backend}: not run, '{binary}' is not found")
+    request = AgentRequest(
+        task=TaskSpec(id="doctor", title="connection check"), attempt=1, prompt=LIVE_PROMPT, workdir=workdir,
+        role_id=role.role_id, backend=role.backend, agent_id=f"{role.role_id}-doctor", model=model or None,
+        command=command, args=tuple(role.args), env=dict(role.env), options=role_options(role),
+        timeout=LIVE_TIMEOUT, heartbeat_timeout=LIVE_TIMEOUT,
+    )
+    backend = get_backend(role.backend)
+    try:
+        run = backend.start(request)
+        for _ in run.events():
+            pass
+        result = run.result
+    finally:
+        backend.close()
+    if not result.ok:
+        return Check(name, FAIL, f"{role.backend}: one turn failed: {result.error}")
+    u = result.usage
+    said = (result.summary or "").strip().splitlines()[0][:80] if result.summary else "(no text)"
+    return Check(name, OK, f"{role.backend}: answered {said!r} ({u.input_tokens + u.cache_read_tokens} in, "
+                           f"{u.output_tokens} out, ${u.cost_usd:.4f})")
+
+
+def check_live(loaded: LoadedConfig, base_dir: str) -> list[Check]:
+    """`doctor --live`: one turn per distinct (backend, binary, model) of the config."""
+    import tempfile
+
+    checks: list[Check] = []
+    seen: set[tuple[str, str | None, str]] = set()
+    cfg = loaded.config
+    for role in cfg.roles:
+        model = cfg.model_for(role)
+        key = (role.backend, role_binary(role), model)
+        if key in seen or role.backend == "scripted":
+            continue
+        seen.add(key)
+        with tempfile.TemporaryDirectory(prefix="gitswarm-doctor-") as tmp:
+            work = Path(tmp) / "repo"
+            work.mkdir()
+            # A repository of its own: some CLIs insist on one, and nothing of the user's is touched.
+            _run(["git", "init", "-q", str(work)])
+            checks.append(live_check(role, model, base_dir, work))
+    return checks
 
 
 def check_config(loaded: LoadedConfig | None, base_dir: str) -> list[Check]:

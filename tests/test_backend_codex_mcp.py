@@ -430,7 +430,7 @@ def test_silence_interrupts_the_turn_and_keeps_the_process(backend: CodexMcpBack
         events = drain(run)
         took = time.monotonic() - t0
         assert run.result.error == heartbeat_error(1.0)
-        assert took < 5, took  # codex's own stream timeout (5 s) did not get the chance
+        assert took < 10, took  # the error above says ours fired, not codex's own 5 s stream timeout
         # The interrupt worked: the same process takes the next attempt on the same thread.
         pid = of(events, "started")[0].data["pid"]
         again = backend.start(codex_request(api, repo, tmp_path / "home", "go on t2", session=run.result.session))
