@@ -16,7 +16,7 @@ from gitswarm.tui.app import DETACHED, QUIT, DashboardApp
 from gitswarm.tui.completion_screen import CompletionScreen
 from gitswarm.tui.dashboard import DashboardScreen
 from gitswarm.tui.detail_screen import DetailScreen
-from gitswarm.tui.forms import AddTaskForm, ConfirmStop
+from gitswarm.tui.forms import AddTaskForm, ConfirmStop, MessageForm
 
 from .conftest import git, make_repo
 from .runkit import gitswarm, write_config, write_tasks
@@ -188,6 +188,58 @@ def test_n_adds_a_task_and_shows_the_stores_refusals(repo: Path) -> None:
         finish(proc, repo)
 
 
+# `ask` waits for a message; `later` has not started while it waits.
+ASKING = """\
+tasks:
+  - id: ask
+    title: Ask
+    files: [NOTES.md]
+    script: [{write: {path: NOTES.md, content: "notes\\n"}}, {await_message: {path: NOTES.md, timeout: 60}}]
+  - {id: later, title: Later, deps: [ask], files: [later.txt], script: [{write: {path: later.txt, content: "x\\n"}}]}
+"""
+
+
+def test_i_sends_a_message_to_the_selected_tasks_agent(repo: Path) -> None:
+    proc = start_bg(repo, ASKING)
+    try:
+        wait_until(lambda: "waiting" in (read(repo).tasks["ask"].current.last_event or "") and coordinated(repo),
+                   what="the agent to wait for a message")
+
+        async def go() -> None:
+            app = _app(repo)
+            async with app.run_test(size=SIZE) as pilot:
+                await wait_for(pilot, lambda: app.access.coordinator_live, what="the coordinator's lease")
+                table = app.dashboard.query_one("#tasks")
+                # `later` has no agent: refused, with the reason.
+                table.move_cursor(row=table.get_row_index("later"))  # type: ignore[attr-defined]
+                await pilot.press("i")
+                assert isinstance(app.screen, DashboardScreen)
+                assert app.refused and app.message == "later has no running agent to take a message (pending)"
+                table.move_cursor(row=table.get_row_index("ask"))  # type: ignore[attr-defined]
+                await pilot.press("i")
+                form = app.screen
+                assert isinstance(form, MessageForm) and "Message to impl-1, working on ask" in screen_text(app)
+                await pilot.press("escape")
+                assert app.message == "message cancelled"
+                await pilot.press("i")
+                await pilot.press("enter")  # empty: refused, the form stays
+                assert isinstance(app.screen, MessageForm) and app.screen.error == "refused: the message is empty"
+                await pilot.press(*"use pathlib")
+                await pilot.press("enter")
+                assert isinstance(app.screen, DashboardScreen)
+                assert app.message == "message queued for ask: its agent gets it as its next turn"
+                # The coordinator hands it to the agent, which writes it and finishes.
+                await wait_for(pilot, lambda: read(repo).run.phase.ended, what="the run to end", timeout=60)
+
+        run_async(go())
+        proc.communicate(timeout=30)
+        assert proc.returncode == 0
+        assert git(repo, "show", "attoswarm/r1:NOTES.md") == "notes\nuse pathlib"
+        assert read(repo).tasks["ask"].attempts[0].messages == ("use pathlib",)
+    finally:
+        finish(proc, repo)
+
+
 def test_a_approves_a_preview_then_m_merges_the_finished_run(repo: Path) -> None:
     proc = _live(repo, FAST, "--preview")
     try:
@@ -316,7 +368,7 @@ def test_read_only_keys_refuse_and_say_why(repo: Path) -> None:
         async with app.run_test(size=SIZE) as pilot:
             await pilot.pause()
             assert expected in screen_text(app)
-            for key in ("p", "s", "n", "a", "x"):
+            for key in ("p", "s", "n", "a", "x", "i"):
                 await pilot.press(key)
                 assert isinstance(app.screen, DashboardScreen), f"{key} opened nothing"
                 assert app.refused and app.message.startswith(expected), (key, app.message)

@@ -57,6 +57,14 @@ def reject(rs: RunStore) -> Outcome:
     return _append(rs, {"type": "rejected", "by": who()}, f"rejected: run {rs.run_id} ends")
 
 
+def inject(rs: RunStore, task: str, message: str) -> Outcome:
+    """A message for the agent of a running task (`gitswarm inject`)."""
+    if not message.strip():
+        return Outcome(False, "refused: the message is empty")
+    return _append(rs, {"type": "inject", "task": task, "message": message},
+                   f"message queued for {task}: its agent gets it as its next turn")
+
+
 @dataclass(frozen=True)
 class TaskForm:
     """The add-task form as typed: lists are comma or space separated."""

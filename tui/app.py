@@ -23,8 +23,8 @@ from .clock import Clock
 from .completion_screen import CompletionScreen
 from .dashboard import DashboardScreen
 from .detail_screen import DetailScreen
-from .forms import AddTaskForm, ConfirmStop
-from .policy import ADD_TASK, APPROVE, MERGE, PAUSE, REJECT, STOP, Access, read_only_reason, verdict
+from .forms import AddTaskForm, ConfirmStop, MessageForm
+from .policy import ADD_TASK, APPROVE, INJECT, MERGE, PAUSE, REJECT, STOP, Access, read_only_reason, verdict
 from .source import RunSource
 
 DETACHED = "detached"
@@ -124,10 +124,11 @@ class DashboardApp(App[str]):
 
     # ------------------------------------------------------------ keys
 
-    def control(self, key: str) -> None:
-        """A control key: refused with the reason, or its action through the store."""
+    def control(self, key: str, task: str | None = None) -> None:
+        """A control key (on the selected `task`, for INJECT): refused with the reason,
+        or its action through the store."""
         self.sync()
-        v = verdict(key, self.state, self.access)
+        v = verdict(key, self.state, self.access, task)
         if not v.allowed:
             self.say(v.reason, refused=True)
             return
@@ -138,6 +139,10 @@ class DashboardApp(App[str]):
             self.push_screen(ConfirmStop(self.run_id), self._stop_answered)
         elif key == ADD_TASK:
             self.push_screen(AddTaskForm(self.run_id, self._add_task), self._form_closed)
+        elif key == INJECT and task is not None:
+            current = self.state.tasks[task].current
+            agent = current.agent if current else "its agent"
+            self.push_screen(MessageForm(task, agent, lambda text: self._inject(task, text)), self._message_closed)
         elif key == APPROVE:
             self._done(actions.approve(rs))
         elif key == REJECT:
@@ -158,6 +163,16 @@ class DashboardApp(App[str]):
         if outcome.ok:
             self._done(outcome)
         return outcome
+
+    def _inject(self, task: str, text: str) -> actions.Outcome:
+        outcome = actions.inject(self.source.rs, task, text)
+        if outcome.ok:
+            self._done(outcome)
+        return outcome
+
+    def _message_closed(self, sent: bool | None) -> None:
+        if not sent:
+            self.say("message cancelled")
 
     def _form_closed(self, added: bool | None) -> None:
         if not added:

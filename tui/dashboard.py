@@ -21,7 +21,7 @@ from gitswarm.store import HistoryEntry
 from gitswarm.views import STATUS_STYLE
 
 from . import view
-from .policy import ADD_TASK, APPROVE, PAUSE, REJECT, STOP
+from .policy import ADD_TASK, APPROVE, INJECT, PAUSE, REJECT, STOP
 
 if TYPE_CHECKING:
     from .app import DashboardApp
@@ -102,6 +102,7 @@ class DashboardScreen(Screen[None]):
         Binding("p", "pause", "pause/unpause"),
         Binding("s", "stop", "stop"),
         Binding("n", "add_task", "add task"),
+        Binding("i", "inject", "message agent"),
         Binding("a", "approve", "approve"),
         Binding("x", "reject", "reject"),
         Binding("enter", "detail", "task detail", show=True),
@@ -229,6 +230,9 @@ class DashboardScreen(Screen[None]):
 
     def action_add_task(self) -> None:
         self.gs.control(ADD_TASK)
+
+    def action_inject(self) -> None:
+        self.gs.control(INJECT, self.cursor_task())
 
     def action_approve(self) -> None:
         self.gs.control(APPROVE)

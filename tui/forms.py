@@ -1,4 +1,4 @@
-"""Modal dialogs: the stop confirmation and the add-task form."""
+"""Modal dialogs: the stop confirmation, the add-task form and the message to an agent."""
 
 from __future__ import annotations
 
@@ -112,6 +112,44 @@ class AddTaskForm(ModalScreen[bool]):
             self.try_submit()
         else:
             self.dismiss(False)
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+
+class MessageForm(ModalScreen[bool]):
+    """A message for the agent working on a task (`i`). Enter sends it; a refusal (the
+    attempt ended meanwhile) is shown here and the form stays open."""
+
+    BINDINGS = [Binding("escape", "cancel", "cancel")]
+    DEFAULT_CSS = """
+    MessageForm { align: center middle; }
+    MessageForm > Vertical { width: 80; height: auto; border: thick $primary; background: $surface; padding: 1 2; }
+    MessageForm #message-error { color: $error; height: auto; }
+    """
+
+    def __init__(self, task_id: str, agent: str, submit: Callable[[str], Outcome]) -> None:
+        super().__init__()
+        self.task_id = task_id
+        self.agent = agent
+        self.submit = submit
+        self.error = ""
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(f"Message to {self.agent}, working on {self.task_id}")
+            yield Input(placeholder="what the agent should also know or do (enter sends, escape cancels)",
+                        id="message")
+            yield Static("", id="message-error")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        outcome = self.submit(event.value)
+        if outcome.ok:
+            self.dismiss(True)
+            return
+        self.error = outcome.message
+        self.query_one("#message-error", Static).update(outcome.message)
 
     def action_cancel(self) -> None:
         self.dismiss(False)

@@ -17,11 +17,12 @@ PAUSE = "p"
 STOP = "s"
 ADD_TASK = "n"
 APPROVE = "a"
+INJECT = "i"
 REJECT = "x"
 MERGE = "m"
 KEEP = "k"
 
-CONTROL_KEYS = (PAUSE, STOP, ADD_TASK, APPROVE, REJECT)
+CONTROL_KEYS = (PAUSE, STOP, ADD_TASK, APPROVE, REJECT, INJECT)
 COMPLETION_KEYS = (MERGE, KEEP)
 
 
@@ -59,9 +60,10 @@ def is_preview_waiting(state: RunState) -> bool:
     return r.approval is None and (r.phase == RunPhase.AWAITING_APPROVAL or (r.phase == RunPhase.PLANNING and r.preview))
 
 
-def verdict(key: str, state: RunState, access: Access) -> Verdict:
-    """May `key` act now? Mirrors the rules of gitswarm.state so a refused key is refused
-    here with a sentence, not by the store with an exception."""
+def verdict(key: str, state: RunState, access: Access, task: str | None = None) -> Verdict:
+    """May `key` act now (on the selected `task`, for INJECT)? Mirrors the rules of
+    gitswarm.state so a refused key is refused here with a sentence, not by the store
+    with an exception."""
     r = state.run
     if key in COMPLETION_KEYS:
         return _completion_verdict(key, state, access)
@@ -84,7 +86,18 @@ def verdict(key: str, state: RunState, access: Access) -> Verdict:
         if r.approval:
             return Verdict(False, f"the plan was already {r.approval}")
         return Verdict(False, "nothing is waiting for approval (only a run started with --preview waits)")
+    if key == INJECT:
+        return _inject_verdict(state, task)
     return ALLOWED  # ADD_TASK: any live run takes new tasks
+
+
+def _inject_verdict(state: RunState, task: str | None) -> Verdict:
+    if task is None or task not in state.tasks:
+        return Verdict(False, "select a running task to send its agent a message")
+    current = state.tasks[task].current
+    if current is None or current.finished:
+        return Verdict(False, f"{task} has no running agent to take a message ({state.tasks[task].status.value})")
+    return ALLOWED
 
 
 def _completion_verdict(key: str, state: RunState, access: Access) -> Verdict:
