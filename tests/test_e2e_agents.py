@@ -129,3 +129,37 @@ def test_three_tasks_with_the_real_codex(tmp_path: Path) -> None:
     _check_add_and_sub(repo, state, requests=2)
     transcript = Store(repo).run("r1").read_file(state.tasks["add"].attempts[0].transcript_path) or b""
     assert b"printf" in transcript  # codex's own command, as it ran it
+
+
+def test_three_tasks_with_one_long_lived_codex_over_app_server(tmp_path: Path) -> None:
+    """codex-mcp: one agent, one Codex process for the whole run, a thread per task."""
+    codex = require("codex")
+    repo = make_repo(tmp_path / "repo", {"README.md": "# calc\n", "calc/__init__.py": ""})
+    scripts = {
+        "Task add:": [Shell("printf 'def add(a, b):\\n    return a + b\\n' > calc/add.py"), Text("Added add().")],
+        "Task sub:": [Shell("printf 'def sub(a, b):\\n    return a - b\\n' > calc/sub.py"), Text("Added sub().")],
+        "Task api:": [Shell("printf 'from .add import add\\nfrom .sub import sub\\n' > calc/__init__.py && "
+                            "printf '\\nExports add, sub.\\n' >> README.md"), Text("Exported both.")],
+    }
+    with FakeAPI(scripts) as api:
+        cfg = _config(tmp_path / "swarm.yaml", {"role_id": "cx", "backend": "codex-mcp", "command": codex,
+                                                 "model": "gpt-fake", "count": 1, "env": codex_env(tmp_path / "home"),
+                                                 "args": codex_provider_args(api.url)})
+        (tmp_path / "tasks.yaml").write_text(TASKS)
+        done = gitswarm(repo, "start", str(cfg), "--tasks-file", str(tmp_path / "tasks.yaml"), "--run-id", "r1",
+                        timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        for key in scripts:
+            assert len(api.scripted(key)) == 2
+    state = Store(repo).run("r1").read()
+    _check_add_and_sub(repo, state, requests=2)
+    rs = Store(repo).run("r1")
+    pids, threads = set(), set()
+    for t in state.tasks.values():
+        for line in (rs.read_file(t.attempts[0].transcript_path) or b"").decode().splitlines():
+            event = json.loads(line)
+            if event["kind"] == "started":
+                pids.add(event["data"]["pid"])
+        threads.add(t.attempts[0].session)
+    assert len(pids) == 1, "one Codex process served every task"
+    assert len(threads) == 3, "each task had a thread of its own"
