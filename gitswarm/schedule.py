@@ -74,19 +74,31 @@ def should_retry(task: TaskState, config: SwarmConfig) -> bool:
     return counted_attempts(task) < attempts_allowed(task, config)
 
 
-def budget_exhausted(state: RunState, config: SwarmConfig) -> str | None:
-    """Why no new attempt may start, or None. The next attempt is estimated to cost what
-    the average finished attempt cost, so a run stops before it passes its limit."""
+def budget_exhausted(state: RunState, config: SwarmConfig, starting: int = 0) -> str | None:
+    """Why no new attempt may start, or None.
+
+    Every attempt is estimated to cost what the average finished attempt cost. Running
+    attempts count with what they have not spent yet of that estimate (their usage so
+    far is already in the run's total), and so do the `starting` attempts this step has
+    already decided to start: the run stops spawning before it would pass a limit, not
+    after."""
     used = state.run.usage
     finished = [a for t in state.tasks.values() for a in t.attempts if a.finished]
+    running = [a for t in state.tasks.values() for a in t.attempts if not a.finished]
     n = max(1, len(finished))
     avg_tokens = sum(a.usage.total_tokens for a in finished) / n
     avg_cost = sum(a.usage.cost_usd for a in finished) / n
+    pending_tokens = sum(max(0.0, avg_tokens - a.usage.total_tokens) for a in running) + starting * avg_tokens
+    pending_cost = sum(max(0.0, avg_cost - a.usage.cost_usd) for a in running) + starting * avg_cost
     b = config.budget
-    if b.max_tokens and used.total_tokens + avg_tokens > b.max_tokens:
-        return f"tokens: {used.total_tokens} used of {b.max_tokens}, next attempt ~{avg_tokens:.0f}"
-    if b.max_cost_usd and used.cost_usd + avg_cost > b.max_cost_usd:
-        return f"cost: ${used.cost_usd:.4f} used of ${b.max_cost_usd:.2f}, next attempt ~${avg_cost:.4f}"
+    if b.max_tokens and used.total_tokens + pending_tokens + avg_tokens > b.max_tokens:
+        return (f"tokens: {used.total_tokens} used of {b.max_tokens}"
+                + (f", ~{pending_tokens:.0f} more by running attempts" if pending_tokens else "")
+                + f", next attempt ~{avg_tokens:.0f}")
+    if b.max_cost_usd and used.cost_usd + pending_cost + avg_cost > b.max_cost_usd:
+        return (f"cost: ${used.cost_usd:.4f} used of ${b.max_cost_usd:.2f}"
+                + (f", ~${pending_cost:.4f} more by running attempts" if pending_cost else "")
+                + f", next attempt ~${avg_cost:.4f}")
     return None
 
 
@@ -147,6 +159,8 @@ def plan_step(state: RunState, config: SwarmConfig, busy_agents: Mapping[str, st
                 continue
             picked = dag.pick_runnable(candidates, files, running, len(slots))
             for tid, agent_id in zip(picked, slots):
+                if step.start and budget_exhausted(state, config, starting=len(step.start)) is not None:
+                    break  # the budget has room for the attempts already picked, not this one
                 step.start.append(Start(task=tid, agent=agent_id, role=role.role_id))
                 running.append(tid)
         if not step.start and not in_flight:

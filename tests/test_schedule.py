@@ -85,6 +85,24 @@ def test_budget_gate_stops_spawning() -> None:
     assert not step.start and step.end is not None and step.end[1] == "budget_exhausted" and "tokens" in (step.why_idle or "")
 
 
+def test_budget_counts_running_and_starting_attempts() -> None:
+    # One finished attempt cost 300 tokens: with 600 used of 1000, one more fits (900)
+    # but not two; a running attempt that has spent 100 is expected to spend 200 more.
+    spent = Attempt(n=1, agent="impl-1", backend="scripted", result="ok", usage=Usage(input_tokens=300))
+    done = task("a", status=TaskStatus.DONE, attempts=(spent,))
+    s = state_of(done, task("b"), task("c"), usage=Usage(input_tokens=600))
+    assert budget_exhausted(s, CONFIG) is None
+    assert budget_exhausted(s, CONFIG, starting=1) == "tokens: 600 used of 1000, ~300 more by running attempts, next attempt ~300"
+    step = plan_step(s, CONFIG, {}, [])
+    assert [st.task for st in step.start] == ["b"]  # c would pass the limit
+    roomy = state_of(done, task("b"), task("c"), usage=Usage(input_tokens=300))
+    assert [st.task for st in plan_step(roomy, CONFIG, {}, []).start] == ["b", "c"]  # two agents, room for both
+    running = Attempt(n=1, agent="impl-1", backend="scripted", usage=Usage(input_tokens=100))
+    s2 = state_of(done, task("b", status=TaskStatus.RUNNING, attempts=(running,)), task("c"),
+                  usage=Usage(input_tokens=700))
+    assert budget_exhausted(s2, CONFIG) == "tokens: 700 used of 1000, ~200 more by running attempts, next attempt ~300"
+
+
 def test_retry_limit_ignores_interrupted_attempts() -> None:
     interrupted = Attempt(n=1, agent="impl-1", backend="scripted", result="interrupted")
     failed = Attempt(n=2, agent="impl-1", backend="scripted", result="failed")
