@@ -90,15 +90,15 @@ def test_budget_counts_running_and_starting_attempts() -> None:
     # but not two; a running attempt that has spent 100 is expected to spend 200 more.
     spent = Attempt(n=1, agent="impl-1", backend="scripted", result="ok", usage=Usage(input_tokens=300))
     done = task("a", status=TaskStatus.DONE, attempts=(spent,))
-    s = state_of(done, task("b"), task("c"), usage=Usage(input_tokens=600))
+    s = state_of(done, task("b", files=("b.py",)), task("c", files=("c.py",)), usage=Usage(input_tokens=600))
     assert budget_exhausted(s, CONFIG) is None
     assert budget_exhausted(s, CONFIG, starting=1) == "tokens: 600 used of 1000, ~300 more by running attempts, next attempt ~300"
     step = plan_step(s, CONFIG, {}, [])
     assert [st.task for st in step.start] == ["b"]  # c would pass the limit
-    roomy = state_of(done, task("b"), task("c"), usage=Usage(input_tokens=300))
+    roomy = state_of(done, task("b", files=("b.py",)), task("c", files=("c.py",)), usage=Usage(input_tokens=300))
     assert [st.task for st in plan_step(roomy, CONFIG, {}, []).start] == ["b", "c"]  # two agents, room for both
     running = Attempt(n=1, agent="impl-1", backend="scripted", usage=Usage(input_tokens=100))
-    s2 = state_of(done, task("b", status=TaskStatus.RUNNING, attempts=(running,)), task("c"),
+    s2 = state_of(done, task("b", files=("b.py",), status=TaskStatus.RUNNING, attempts=(running,)), task("c", files=("c.py",)),
                   usage=Usage(input_tokens=700))
     assert budget_exhausted(s2, CONFIG) == "tokens: 700 used of 1000, ~200 more by running attempts, next attempt ~300"
 
