@@ -1,0 +1,140 @@
+"""Conflict resolution by the merger role (`merge.authority_role`).
+
+When a task's work conflicts with the swarm branch, the merger agent gets a worktree
+holding exactly that conflicted merge (`git merge --no-commit` of the attempt's commit
+into the swarm tip, conflict markers in the files) and a prompt naming the conflicted
+files and both sides' intent. Its resolution is accepted only if no conflict markers and
+no unmerged paths are left; the coordinator then commits the resolved tree as the merge
+of the two commits and sends it through the same gates as any merge before it lands.
+
+Pure parts (the prompt, finding markers) are separate from the git and agent I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from . import gitops
+from .backends.base import AgentEvent, AgentRequest, Backend
+from .model import TaskSpec, Usage
+
+# A conflict marker line as git writes them (`<<<<<<< ours`, `=======`, `>>>>>>> theirs`,
+# and `|||||||` for diff3); a line of seven `=` alone is a marker only between the others.
+_OPEN = re.compile(r"^<{7}( |$)")
+_BASE = re.compile(r"^\|{7}( |$)")
+_CLOSE = re.compile(r"^>{7}( |$)")
+_SPLIT = re.compile(r"^={7}$")
+
+
+def marker_lines(text: str) -> list[int]:
+    """1-based line numbers of conflict markers left in `text` (an opening marker, and
+    the `=======` / `|||||||` / `>>>>>>>` lines that follow one)."""
+    found: list[int] = []
+    inside = False
+    for n, line in enumerate(text.splitlines(), start=1):
+        if _OPEN.match(line):
+            inside = True
+            found.append(n)
+        elif inside and (_SPLIT.match(line) or _BASE.match(line)):
+            found.append(n)
+        elif _CLOSE.match(line):
+            found.append(n)
+            inside = False
+    return found
+
+
+def merger_prompt(task: TaskSpec, conflicts: Sequence[str], task_summary: str | None, tip: str, commit: str) -> str:
+    files = "\n".join(f"- {path}" for path in conflicts)
+    what = f"\n\nWhat the task's agent said it did: {task_summary.strip()[:1500]}" if task_summary else ""
+    return f"""# Resolve a merge conflict for task {task.id}: {task.title}
+
+You are in a git worktree in the middle of a merge: the swarm branch (at {tip[:10]}, "ours")
+is being merged with the work of task {task.id} (commit {commit[:10]}, "theirs").
+These files have conflicts, marked with <<<<<<<, ======= and >>>>>>> lines:
+
+{files}
+
+## The task
+{task.description.strip() or task.title}{what}
+
+## How to resolve
+- Keep the intent of BOTH sides: the swarm branch holds other tasks' finished work, and
+  the task's change must land on top of it.
+- Edit the conflicted files so that no conflict marker is left and the code is correct;
+  change other files only if the resolution needs it.
+- Do not commit and do not run `git merge --abort`: gitswarm commits the resolution as
+  the merge and runs the gates on it.
+"""
+
+
+@dataclass
+class Resolution:
+    ok: bool
+    tree: str | None = None  # the resolved tree, when ok
+    error: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    transcript: list[AgentEvent] = field(default_factory=list)
+    summary: str = ""
+
+
+def prepare(repo_dir: Path, worktree: Path, tip: str, commit: str, env: Mapping[str, str]) -> list[str]:
+    """A detached worktree at `tip` with `commit` merged in without committing; returns
+    the conflicted paths (empty when git merged it cleanly after all)."""
+    if worktree.exists():
+        gitops.remove_worktree(repo_dir, worktree)
+    worktree.parent.mkdir(parents=True, exist_ok=True)
+    gitops.git(repo_dir, "-c", "gc.auto=0", "worktree", "add", "--quiet", "--detach", str(worktree), tip)
+    gitops.git(worktree, "merge", "--no-commit", "--no-ff", "--no-edit", commit, env=dict(env), check=False, cwd=worktree)
+    unmerged = gitops.git(worktree, "diff", "--name-only", "--diff-filter=U", "-z", cwd=worktree).stdout
+    return [p for p in unmerged.split("\0") if p]
+
+
+def check_resolved(worktree: Path, conflicts: Sequence[str]) -> str | None:
+    """Why the worktree is not resolved yet, or None."""
+    left: list[str] = []
+    for path in conflicts:
+        f = worktree / path
+        if not f.exists():
+            continue  # deleting a conflicted file is a resolution
+        try:
+            text = f.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            left.append(f"{path} ({exc.strerror})")
+            continue
+        lines = marker_lines(text)
+        if lines:
+            left.append(f"{path} (markers at line{'s' if len(lines) > 1 else ''} {', '.join(map(str, lines[:5]))})")
+    if left:
+        return "conflict markers left in " + "; ".join(left[:10])
+    return None
+
+
+def finish(worktree: Path, env: Mapping[str, str]) -> str:
+    """Stage everything the merger did and return the tree."""
+    gitops.git(worktree, "add", "-A", env=dict(env), cwd=worktree)
+    return gitops.git(worktree, "write-tree", cwd=worktree).stdout.strip()
+
+
+def resolve(worktree: Path, backend: Backend, request: AgentRequest, conflicts: Sequence[str]) -> Resolution:
+    """Run the merger agent on the conflicted merge in `worktree` (made by prepare())."""
+    run = backend.start(request)
+    events: list[AgentEvent] = []
+    for event in run.events():
+        if len(events) < 2000:
+            events.append(event)
+    result = run.result
+    if not result.ok:
+        return Resolution(False, error=f"the merger failed: {result.error}", usage=result.usage, transcript=events,
+                          summary=result.summary)
+    why = check_resolved(worktree, conflicts)
+    if why is not None:
+        return Resolution(False, error=f"the merger left the conflict unresolved: {why}", usage=result.usage,
+                          transcript=events, summary=result.summary)
+    tree = finish(worktree, request.env)
+    return Resolution(True, tree=tree, usage=result.usage, transcript=events, summary=result.summary)
+
+
+__all__ = ["Resolution", "check_resolved", "finish", "marker_lines", "merger_prompt", "prepare", "resolve"]
