@@ -2,20 +2,40 @@
 
 Pure: built from the state alone, so `gitswarm show RUN TASK --prompt` shows exactly
 what the agent read (the prompt is stored in the state when the attempt starts).
+
+With a `context` (gitswarm.context, computed by the coordinator from the commit the
+attempt starts from), its sections replace the plain file list and dependency list:
+the manifest, the dependencies' commits, relevant symbols, related tests, the test
+command and learning notes (docs/prompt-context.md).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .model import RunState, TaskState
 
+if TYPE_CHECKING:
+    from .context import Context
 
-def build_prompt(state: RunState, task: TaskState, attempt: int, workdir_hint: str = "the current directory") -> str:
+
+def build_prompt(
+    state: RunState,
+    task: TaskState,
+    attempt: int,
+    workdir_hint: str = "the current directory",
+    context: "Context | None" = None,
+) -> str:
     spec = task.spec
     lines: list[str] = [f"# Task {spec.id}: {spec.title}", ""]
     if state.run.goal:
         lines += ["## The overall goal", "", state.run.goal.strip(), ""]
     lines += ["## What to do", "", spec.description.strip() or spec.title, ""]
-    if spec.files:
+    if context is not None:
+        rendered = context.render()
+        if rendered:
+            lines += rendered.rstrip("\n").split("\n") + [""]
+    elif spec.files:
         lines += [
             "## Files",
             "",
@@ -24,7 +44,7 @@ def build_prompt(state: RunState, task: TaskState, attempt: int, workdir_hint: s
             *[f"- {f}" for f in spec.files],
             "",
         ]
-    done_deps = [state.tasks[d] for d in spec.deps if d in state.tasks]
+    done_deps = [state.tasks[d] for d in spec.deps if d in state.tasks] if context is None else []
     if done_deps:
         lines += ["## Already done (your dependencies, merged into your starting point)", ""]
         for dep in done_deps:
