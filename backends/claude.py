@@ -42,6 +42,10 @@ EDIT_TOOLS = {"Write": "file_path", "Edit": "file_path", "MultiEdit": "file_path
 DEFAULT_PERMISSION_MODE = "acceptEdits"
 DEFAULT_ALLOWED_TOOLS = ("Bash", "Read", "Edit", "Write", "Glob", "Grep")
 ROOT_REFUSAL = "cannot be used with root/sudo privileges"
+# Characters of the final answer kept as the result's summary. A worker's summary is a
+# line for the log; the planner's answer *is* its plan, so it raises this through
+# `request.options["summary_limit"]` (a `result` line is still at most 64 KiB).
+SUMMARY_LIMIT = 2000
 
 
 def user_message(text: str) -> bytes:
@@ -117,7 +121,7 @@ def result_error(obj: Mapping[str, Any]) -> str | None:
     return clip(what, 2000)
 
 
-def parse_line(line: str) -> list[AgentEvent]:
+def parse_line(line: str, summary_limit: int = SUMMARY_LIMIT) -> list[AgentEvent]:
     """One stdout line of Claude Code as normalised events (pure)."""
     text = line.strip()
     if not text:
@@ -155,7 +159,7 @@ def parse_line(line: str) -> list[AgentEvent]:
                 _tool_text(str(d.get("tool_name")), d.get("tool_input") or {})
                 for d in obj["permission_denials"] if isinstance(d, dict)][:20]
         summary = obj.get("result") if isinstance(obj.get("result"), str) else ""
-        return [AgentEvent("finished", clip(summary or error or "", 2000), data=data)]
+        return [AgentEvent("finished", clip(summary or error or "", summary_limit), data=data)]
     return []  # rate_limit_event, stream_event, future types: nothing to report
 
 
@@ -230,15 +234,17 @@ class Tally:
 
 
 class ClaudeRun(ProcessRun):
-    def __init__(self, argv: Sequence[str], *, prompt: str, price: Mapping[str, float] | None, **kwargs: Any):
+    def __init__(self, argv: Sequence[str], *, prompt: str, price: Mapping[str, float] | None,
+                 summary_limit: int = SUMMARY_LIMIT, **kwargs: Any):
         self.tally = Tally()
         self.price = price
+        self.summary_limit = summary_limit
         self._sent = 1  # user messages written to stdin (the prompt is the first)
         self._taken = 0  # ... and echoed back as taken
         super().__init__(argv, stdin=user_message(prompt), keep_stdin_open=True, **kwargs)
 
     def parse_line(self, line: str) -> list[AgentEvent]:
-        events = parse_line(line)
+        events = parse_line(line, self.summary_limit)
         out: list[AgentEvent] = []
         for event in events:
             if event.kind == "message" and event.data.get("init") and event.data.get("session"):
@@ -287,7 +293,7 @@ class ClaudeRun(ProcessRun):
         error = None if ok else str(last.get("error") or "claude reported failure")
         if ok and last.get("permission_denials"):
             summary = (summary + "\n" if summary else "") + "denied tools: " + ", ".join(last["permission_denials"])
-        return AgentResult(ok=ok, summary=clip(summary, 2000), error=error, exit=exit_code, usage=usage,
+        return AgentResult(ok=ok, summary=clip(summary, self.summary_limit), error=error, exit=exit_code, usage=usage,
                            session=self.tally.session)
 
 
@@ -300,6 +306,7 @@ class ClaudeBackend:
             argv,
             prompt=request.prompt,
             price=request.options.get("price"),
+            summary_limit=int(request.options.get("summary_limit") or SUMMARY_LIMIT),
             cwd=request.workdir,
             env=dict(request.env),
             timeout=request.options.get("timeout_seconds") or request.timeout,

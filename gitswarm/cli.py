@@ -23,7 +23,7 @@ from . import __version__, views
 from .config import TEMPLATE_VARIANTS, LoadedConfig, load_config, template_text
 from .doctor import FAIL, OK, WARN, check_config, check_git, check_libraries, check_live, check_repository, find_default_config, verdict
 from .errors import GitswarmError, InputError, Problem
-from .model import RunState, TaskStatus
+from .model import RunPhase, RunState, TaskStatus
 from .store import RunStore, Store
 
 app = typer.Typer(
@@ -139,6 +139,7 @@ def status_cmd(
         return
     _print_run_header(state, live)
     _print_task_table(state)
+    _print_proposed(state)
 
 
 def _print_run_header(state: RunState, live: bool) -> None:
@@ -181,6 +182,24 @@ def _print_task_table(state: RunState) -> None:
             text += f"  [{t.reason}]"
         table.add_row(str(waves.get(t.id, "")), t.id, _styled(t.status.value), str(len(t.attempts)), cur.agent if cur else "", Text(text))
     out.print(table)
+
+
+def _print_proposed(state: RunState) -> None:
+    """Follow-up tasks the scope gate proposed, each with the command that accepts it."""
+    if not state.run.proposed:
+        return
+    from .scope import add_task_command
+
+    r = state.run
+    # add-task works while the run lives or can resume (shut down, not finalized).
+    open_ = not r.phase.ended or (r.phase == RunPhase.SHUTDOWN and r.approval != "rejected"
+                                  and (r.finalized is None or r.finalized.get("action") == "keep"))
+    how = "accept one with its command" if open_ else f"the run has ended: add them to a child run (`gitswarm continue {r.id}`)"
+    out.print(f"proposed follow-up tasks ({len(r.proposed)}); {how}:", markup=False)
+    for p in r.proposed:
+        out.print(f"  {p.get('id')}: {p.get('title')}" + ("" if open_ else f"  (files: {', '.join(p.get('files') or []) or '-'})"), markup=False)
+        if open_:
+            out.print(f"    {add_task_command(r.id, p)}", markup=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------- log
@@ -280,7 +299,9 @@ def show_cmd(
         if u.total_tokens or u.cost_usd:
             out.print(f"  usage:   {u.input_tokens} in, {u.output_tokens} out, {u.cache_read_tokens} cache read, {views.money(u.cost_usd)}", markup=False)
         for c in a.checks:
-            out.print(f"  gate {c.get('gate')}: {'passed' if c.get('ok') else 'FAILED'}" + (f": {c.get('detail')}" if c.get("detail") else ""), markup=False)
+            verdict = "skipped" if c.get("skipped") else "passed" if c.get("ok") else "FAILED"
+            detail = str(c.get("detail") or "").removeprefix("skipped: ")
+            out.print(f"  gate {c.get('gate')}: {verdict}" + (f": {detail}" if detail else ""), markup=False)
         if a.score is not None:
             out.print(f"  score:   {a.score}", markup=False)
         if a.error:

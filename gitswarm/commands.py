@@ -23,8 +23,9 @@ from .cli import _load_config, _options, _run_store, _store, app, err, out
 from .config import SwarmConfig, default_config
 from .coordinator import Coordinator, run_paths
 from .errors import GitswarmError, InputError
-from .launch import Launch, create_run, dry_run_end
+from .launch import Launch, Opened, create_run, dry_run_end, open_run
 from .model import RunPhase, RunState, TaskSpec
+from .planner import choose_planner_role
 from .state import InvalidEvent
 from .store import RunStore
 from .tasksfile import read_tasks_file
@@ -52,7 +53,9 @@ def _config_of(state: RunState) -> SwarmConfig:
     return SwarmConfig.from_dict(dict(state.run.config))
 
 
-def _print_plan(state: RunState) -> None:
+def _print_plan(state: RunState, config: SwarmConfig | None = None) -> None:
+    """The plan as the user approves it: waves, and per task its deps, files and role."""
+    from .schedule import role_for
     from .views import task_waves
 
     waves = task_waves(state)
@@ -69,11 +72,18 @@ def _print_plan(state: RunState) -> None:
                 extra.append(f"after {', '.join(t.spec.deps)}")
             if t.spec.files:
                 extra.append(f"files {', '.join(t.spec.files[:4])}{' ...' if len(t.spec.files) > 4 else ''}")
+            if config is not None:
+                role = role_for(t, config.roles)
+                extra.append(f"role {role.role_id}" if role else f"no role takes kind {t.spec.kind}")
             out.print(f"    {tid}: {t.spec.title}" + (f"  ({'; '.join(extra)})" if extra else ""), markup=False)
 
 
-def _announce(launch: Launch) -> None:
-    out.print(f"run {launch.run_id}: swarm branch attoswarm/{launch.run_id} from {launch.base_commit[:10]}", markup=False)
+def _announce(launch: Launch | Opened) -> None:
+    if isinstance(launch, Opened):
+        # The swarm branch is created only once there is a plan to run.
+        out.print(f"run {launch.run_id}: planning the goal from {launch.base_commit[:10]}", markup=False)
+    else:
+        out.print(f"run {launch.run_id}: swarm branch attoswarm/{launch.run_id} from {launch.base_commit[:10]}", markup=False)
     if launch.dirty and not launch.included_uncommitted:
         out.print(
             f"note: {len(launch.dirty)} uncommitted change(s) in your work tree are not included "
@@ -127,7 +137,11 @@ def _print_summary(state: RunState) -> None:
     failed = [t for t in state.tasks.values() if t.status.value == "failed"]
     for t in failed:
         out.print(f"  failed: {t.id} {t.spec.title}: {t.reason}", markup=False)
-    if r.phase.ended and r.swarm_branch:
+    if r.phase == RunPhase.PLANNING_FAILED:
+        # Nothing ran and no branch exists: what is left to see is what the planner said.
+        out.print(f"the planner's answers: git show refs/attoswarm/{r.id}/state:planner/planner.json "
+                  "(each turn's prompt and answer under planner/<n>/)", markup=False)
+    elif r.phase.ended and r.swarm_branch:
         out.print(f"review:   git log --notes=attoswarm/{r.id} --first-parent {r.swarm_branch}", markup=False)
         out.print(f"then:     gitswarm finalize {r.id} --merge | --keep | --discard", markup=False)
     elif not r.phase.ended:
@@ -152,32 +166,69 @@ def _launch_and_run(
     include_uncommitted: bool,
     run_id: Optional[str],
     parent: RunStore | None = None,
+    approval_timeout: Optional[float] = None,
 ) -> int:
     repo = _repo_dir(ctx)
-    if not tasks_file:
-        raise InputError("give the tasks with --tasks-file FILE (.yaml, .md or an attoswarm swarm.manifest.json); planning a bare goal with an agent arrives with the planner")
-    tasks, file_goal = _load_tasks(tasks_file)
-    goal = goal or file_goal
-    launch = create_run(
-        repo,
-        loaded_config,
-        tasks,
-        goal=goal,
-        base=base,
-        include_uncommitted=include_uncommitted,
-        run_id=run_id,
-        preview=preview and not dry_run,
-        parent=parent,
-    )
-    _announce(launch)
-    _print_plan(launch.state)
+    waits = preview and not dry_run
+    if tasks_file:
+        tasks, file_goal = _load_tasks(tasks_file)
+        goal = goal or file_goal
+        launch = create_run(
+            repo,
+            loaded_config,
+            tasks,
+            goal=goal,
+            base=base,
+            include_uncommitted=include_uncommitted,
+            run_id=run_id,
+            preview=waits,
+            approval_timeout=approval_timeout,
+            parent=parent,
+        )
+        _announce(launch)
+    else:
+        planned = _plan_goal(repo, loaded_config, goal, base, include_uncommitted, run_id, waits, approval_timeout, parent)
+        if planned is None:
+            return 1
+        launch = planned
+    _print_plan(launch.state, loaded_config)
     if dry_run:
         dry_run_end(launch.store)
         out.print(f"dry run: nothing ran. Run it with `gitswarm resume {launch.run_id}`.", markup=False)
         return 0
     if preview:
-        out.print(f"waiting for approval: gitswarm approve {launch.run_id}   (or: gitswarm reject {launch.run_id})", markup=False)
+        limit = f"; it ends unapproved after {approval_timeout:g} s" if approval_timeout else ""
+        out.print(f"waiting for approval: gitswarm approve {launch.run_id}   (or: gitswarm reject {launch.run_id}){limit}", markup=False)
     return _coordinate(ctx, repo, launch.run_id, loaded_config, detach, monitor)
+
+
+def _plan_goal(
+    repo: Path,
+    config: SwarmConfig,
+    goal: str,
+    base: Optional[str],
+    include_uncommitted: bool,
+    run_id: Optional[str],
+    preview: bool,
+    approval_timeout: Optional[float],
+    parent: RunStore | None,
+) -> Launch | None:
+    """No tasks file: a planner agent turns the goal into the plan. Returns the launched
+    run, or None when planning failed (the run then ended in planning_failed)."""
+    from .planning import plan_run
+
+    if not goal.strip():
+        raise InputError("give a goal for the planner, or the tasks with --tasks-file FILE (.yaml, .md or an attoswarm swarm.manifest.json)")
+    role = choose_planner_role(config)  # a config that cannot plan is bad input: nothing is written
+    opened = open_run(repo, config, goal=goal, base=base, include_uncommitted=include_uncommitted, run_id=run_id,
+                      preview=preview, approval_timeout=approval_timeout, parent=parent)
+    _announce(opened)
+    result = plan_run(opened, config, role, goal, report=_reporter("planner: "))
+    if result.launch is None:
+        _print_summary(result.state)
+        return None
+    out.print(f"run {opened.run_id}: swarm branch attoswarm/{opened.run_id} from {opened.base_commit[:10]}", markup=False)
+    return result.launch
 
 
 @app.command("start")
@@ -193,19 +244,21 @@ def start_cmd(
     base: Optional[str] = typer.Option(None, "--base", help="Start from this commit or branch instead of HEAD."),
     include_uncommitted: bool = typer.Option(False, "--include-uncommitted", help="Base the run on a snapshot of your uncommitted changes (your work tree stays as it is)."),
     run_id: Optional[str] = typer.Option(None, "--run-id", help="Use this run id instead of a generated one."),
+    approval_timeout: Optional[float] = typer.Option(None, "--approval-timeout", metavar="SECONDS", help="With --preview: a plan not approved within this many seconds ends the run (shutdown, approval_timeout)."),
 ) -> None:
-    """Start a swarm run: plan, then run every task in its own worktree branch and merge
-    the results into attoswarm/<run>. Exit 0 if the run completed, 1 if it ended
-    otherwise, 2 for bad input."""
+    """Start a swarm run: plan (a planner agent turns the goal into tasks, or --tasks-file
+    gives them), then run every task in its own worktree branch and merge the results
+    into attoswarm/<run>. Exit 0 if the run completed, 1 if it ended otherwise (planning
+    failed, stopped, ...), 2 for bad input."""
     loaded = _load_config(config)
-    raise typer.Exit(_launch_and_run(ctx, loaded.config, goal, tasks_file, preview, dry_run, monitor, detach, base, include_uncommitted, run_id))
+    raise typer.Exit(_launch_and_run(ctx, loaded.config, goal, tasks_file, preview, dry_run, monitor, detach, base, include_uncommitted, run_id, approval_timeout=approval_timeout))
 
 
 @app.command("quick")
 def quick_cmd(
     ctx: typer.Context,
     goal: str = typer.Argument(..., help="What the swarm should achieve."),
-    tasks_file: Optional[str] = typer.Option(None, "--tasks-file", "-t", help="Tasks file (needed until the planner lands)."),
+    tasks_file: Optional[str] = typer.Option(None, "--tasks-file", "-t", help="Tasks file; without one, the backend's planner agent plans the goal."),
     backend: str = typer.Option("scripted", "--backend", "-b", help="Backend of the workers."),
     workers: int = typer.Option(2, "--workers", "-w", min=1, max=32, help="How many agents work at once."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model for the workers."),
@@ -216,10 +269,12 @@ def quick_cmd(
     base: Optional[str] = typer.Option(None, "--base", help="Start from this commit or branch."),
     include_uncommitted: bool = typer.Option(False, "--include-uncommitted", help="Include a snapshot of uncommitted changes."),
     run_id: Optional[str] = typer.Option(None, "--run-id", help="Use this run id."),
+    approval_timeout: Optional[float] = typer.Option(None, "--approval-timeout", metavar="SECONDS", help="With --preview: a plan not approved within this many seconds ends the run (shutdown, approval_timeout)."),
 ) -> None:
-    """Start a run without a config file: one worker role of the given backend."""
+    """Start a run without a config file: one worker role of the given backend (and a
+    planner role on it, which plans the goal when no tasks file is given)."""
     cfg = default_config(backend=backend, workers=workers, model=model)
-    raise typer.Exit(_launch_and_run(ctx, cfg, goal, tasks_file, preview, dry_run, monitor, detach, base, include_uncommitted, run_id))
+    raise typer.Exit(_launch_and_run(ctx, cfg, goal, tasks_file, preview, dry_run, monitor, detach, base, include_uncommitted, run_id, approval_timeout=approval_timeout))
 
 
 @app.command("resume")
@@ -255,12 +310,13 @@ def continue_cmd(
     monitor: bool = typer.Option(False, "--monitor/--no-monitor", help="Run in the background and open the dashboard; closing it (q) detaches, the run goes on."),
     detach: bool = typer.Option(False, "--detach", help="Run in the background."),
     run_id: Optional[str] = typer.Option(None, "--run-id", help="Use this run id."),
+    approval_timeout: Optional[float] = typer.Option(None, "--approval-timeout", metavar="SECONDS", help="With --preview: a plan not approved within this many seconds ends the run (shutdown, approval_timeout)."),
 ) -> None:
     """Start a child run from a run's swarm branch; its state records the lineage."""
     _, parent = _run_store(ctx, run)
     pstate = parent.read()
     cfg = _load_config(config).config if config else _config_of(pstate)
-    raise typer.Exit(_launch_and_run(ctx, cfg, goal, tasks_file, preview, dry_run, monitor, detach, None, False, run_id, parent=parent))
+    raise typer.Exit(_launch_and_run(ctx, cfg, goal, tasks_file, preview, dry_run, monitor, detach, None, False, run_id, parent=parent, approval_timeout=approval_timeout))
 
 
 # ---------------------------------------------------------------- monitor

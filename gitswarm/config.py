@@ -66,6 +66,7 @@ _PLANNER_TYPES = frozenset({"planner", "orchestrator", "researcher"})
 WORKSPACE_MODES: tuple[str, ...] = ("worktree", "shared_ro", "shared")
 PROMPT_VIA: tuple[str, ...] = ("argv", "stdin", "file")
 VERIFY_MODES: tuple[str, ...] = ("merged", "task", "none")
+SCOPE_MODES: tuple[str, ...] = ("allow", "fail")  # merge.scope: changes outside a task's files
 HOOK_EVENTS: tuple[str, ...] = (
     "task_started",
     "attempt_finished",
@@ -189,6 +190,7 @@ class MergeConfig(_Plain):
     judge_roles: list[str] = field(default_factory=list)
     quality_threshold: float = 0.75
     verify: str = "merged"  # where the test gate runs: merged | task | none
+    scope: str = "allow"  # changes outside the task's files: allow (recorded) | fail
 
 
 @dataclass
@@ -781,7 +783,7 @@ CODEX_SANDBOXES: tuple[str, ...] = ("read-only", "workspace-write", "danger-full
 _PRICE_KEYS = ("input", "output", "cache_read", "cache_write")
 _BUDGET_KEYS = ("max_tokens", "max_cost_usd")
 _BUDGET_ATTOSWARM = ("reserve_ratio", "chars_per_token_fallback")
-_MERGE_KEYS = ("authority_role", "judge_roles", "quality_threshold", "verify")
+_MERGE_KEYS = ("authority_role", "judge_roles", "quality_threshold", "verify", "scope")
 _MERGE_ATTOSWARM = ("judge_policy", "auto_apply_non_conflicting")
 _WATCHDOG_KEYS = ("heartbeat_timeout_seconds", "task_max_duration_seconds",
                   "task_silence_timeout_seconds")
@@ -1128,6 +1130,7 @@ class _Loader:
             quality_threshold=sec.number("quality_threshold", d.quality_threshold,
                                          minimum=0, maximum=1),
             verify=sec.choice("verify", VERIFY_MODES, d.verify),
+            scope=sec.choice("scope", SCOPE_MODES, d.scope),
         )
 
     def _unknown_role(self, sec: _Section, key: str, name: str, pos: Pos) -> None:

@@ -22,18 +22,21 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from gitswarm.backends.base import AgentEvent, AgentRequest, AgentResult, AgentRun, Backend, can_inject, role_options
 from gitswarm.backends.registry import get_backend
+from gitswarm.hooks import lifecycle
 from gitswarm.hooks.worker import install_hooks, worker_env, write_excludes_file
 
-from . import gates, gitops
+from . import gates, gitops, judges, scope, verify
 from .config import SwarmConfig
 from .errors import GitswarmError
 from .model import Agent, RunPhase, RunState, TaskStatus, Usage
+from .context import compute_context
+from .learning import record_lessons
 from .prompt import build_prompt
 from .schedule import agents_of, plan_step, should_retry
 from .store import LeaseLost, RunStore, Store, swarm_branch
@@ -41,6 +44,8 @@ from .store import LeaseLost, RunStore, Store, swarm_branch
 Reporter = Callable[[str], None]
 LEASE_TTL = 30.0
 TRANSCRIPT_LIMIT = 4 * 1024 * 1024  # bytes of transcript kept per attempt
+MERGE_AUTHOR = ("gitswarm", "gitswarm@gitswarm.invalid")  # author of the swarm branch's merge commits
+JUDGE_TIMEOUT = 600.0  # seconds a judge may take when neither its role nor the watchdog sets a limit
 
 
 def attempt_ref(run_id: str, task_id: str, n: int) -> str:
@@ -113,6 +118,7 @@ class AttemptWorker(threading.Thread):
         self.backend = backend
         self.out = out
         self.delivered = 0  # injected messages handed to the agent (or refused)
+        self.on_ready: Callable[[], None] | None = None  # called once the worktree is set up (task_started hooks)
         self._run: AgentRun | None = None
         self._stop_reason: str | None = None
         self._lock = threading.Lock()
@@ -148,6 +154,8 @@ class AttemptWorker(threading.Thread):
         size = 0
         try:
             self._set_up()
+            if self.on_ready is not None:
+                self.on_ready()
             with self._lock:
                 if self._stop_reason:
                     raise _Stopped(self._stop_reason)
@@ -301,7 +309,15 @@ class Coordinator:
         self.signal_reason: str | None = None
         self.stopping = False
         self.started_at = time.monotonic()
+        self.waiting_since: float | None = None  # when this coordinator saw the plan await approval
         self.committer = gitops.user_identity(self.repo_dir)
+        # The slow gates (gitswarm.verify): a job per attempt being verified, the lane that
+        # lets one integration test run at a time, test results per tree, the worktree.
+        self.gating: dict[str, verify.GateJob] = {}
+        self.lane = verify.Lane()
+        self.test_cache = verify.TestCache()
+        self.integration = verify.IntegrationWorktree(self.repo_dir, self.paths.worktrees / ".integration",
+                                                      prepare=self._prepare_integration, excludes=self.paths.excludes)
 
     # ------------------------------------------------------------ public
 
@@ -313,7 +329,7 @@ class Coordinator:
         try:
             self.paths.root.mkdir(parents=True, exist_ok=True)
             install_hooks(self.paths.hooks)
-            write_excludes_file(self.paths.excludes, self.repo_dir, list(self.config.worktree.copy))
+            write_excludes_file(self.paths.excludes, self.repo_dir, [*self.config.worktree.copy, scope.ESCAPES_FILE])
             for local in (self.paths.root, self.paths.worktrees):
                 self._exclude_if_inside(local)
             self._reconcile()
@@ -372,11 +388,12 @@ class Coordinator:
             busy = {w.request.agent_id: t for t, w in self.workers.items()}
             # Planning looks at every task: do it only when the state or the set of
             # running attempts changed since the last pass (a poll is otherwise idle).
-            key = (state.seq, tuple(sorted(self.workers)))
+            in_flight = [*self.workers, *self.gating]  # attempts with an agent or gates at work
+            key = (state.seq, tuple(sorted(in_flight)))
             if key == planned:
                 continue
             planned = key
-            step = plan_step(state, self.config, busy, list(self.workers))
+            step = plan_step(state, self.config, busy, in_flight)
             if step.skip or step.fail:
                 events = [{"type": "task_status", "task": t, "status": "skipped", "reason": r} for t, r in step.skip.items()]
                 events += [{"type": "task_status", "task": t, "status": "failed", "reason": r} for t, r in step.fail.items()]
@@ -429,8 +446,22 @@ class Coordinator:
             reason = self.signal_reason
         elif self.config.run.max_runtime_seconds and time.monotonic() - self.started_at > self.config.run.max_runtime_seconds:
             reason = "max_runtime"
+        elif self._approval_timed_out(state):
+            reason = "approval_timeout"
         if reason:
             self.rs.append({"type": "control", "action": "stop", "reason": reason})
+
+    def _approval_timed_out(self, state: RunState) -> bool:
+        """--approval-timeout: the wait is counted from when this coordinator first saw
+        the plan waiting, so a run resumed after such a timeout waits the full time again
+        (rather than ending at once on a deadline that has already passed)."""
+        if state.run.phase != RunPhase.AWAITING_APPROVAL:
+            self.waiting_since = None
+            return False
+        now = time.monotonic()
+        if self.waiting_since is None:
+            self.waiting_since = now
+        return bool(state.run.approval_timeout) and now - self.waiting_since > (state.run.approval_timeout or 0)
 
     def _end(self, phase: RunPhase, reason: str | None, detail: str | None = None) -> None:
         self._flush_progress(force=True)
@@ -438,6 +469,15 @@ class Coordinator:
         note = _exit_note(state, phase, reason) + (f" ({detail})" if detail else "")
         self.rs.append({"type": "run_note", "text": note}, {"type": "run_ended", "phase": phase.value, "reason": reason})
         self.report(note)
+        self.integration.remove()  # the run's tests are over; a resume makes it again
+        if self.config.hooks.run_finished:
+            ended = self.rs.read()
+            tip = gitops.rev_parse(self.repo_dir, f"refs/heads/{swarm_branch(self.run_id)}")
+            counts = {s.value: ended.count(s) for s in TaskStatus if ended.count(s)}
+            self._notify("run_finished", self._hook_event("run_finished", phase=phase.value, reason=reason, summary=note,
+                                                          tip=tip, tasks=counts, usage=ended.run.usage.to_json(),
+                                                          proposed=[p.get("id") for p in ended.run.proposed] or None),
+                         self.repo_dir)
 
     # ------------------------------------------------------------ starting attempts
 
@@ -451,7 +491,12 @@ class Coordinator:
         base = gitops.resolve_commit(self.repo_dir, f"refs/heads/{swarm_branch(self.run_id)}")
         branch = work_branch(self.config, self.run_id, task_id)
         self._clear_leftover_branch(task_id, branch)
-        prompt = build_prompt(state, task, n)
+        try:  # the code context helps the agent; a failure to compute it must not stop the run
+            context = compute_context(self.store.repo, base, state, task, test_command=self.config.gates.test_command)
+        except Exception as exc:
+            self.report(f"{task_id}#{n}: prompt without code context ({type(exc).__name__}: {exc})")
+            context = None
+        prompt = build_prompt(state, task, n, context=context)
         self.rs.append(
             {"type": "agent_update", "agent": agent.to_json()} if agent_id not in state.agents else {"type": "run_note", "text": f"{agent_id} takes {task_id}"},
             {
@@ -493,6 +538,11 @@ class Coordinator:
         )
         worker = AttemptWorker(repo_dir=self.repo_dir, config=self.config, path=request.workdir, branch=branch, base=base, request=request, backend=self._backend(role.backend), out=self.queue)
         self.workers[task_id] = worker
+        if self.config.hooks.task_started:
+            # Run in the worker thread once its worktree exists (it is made there).
+            started = self.rs.read().tasks[task_id]
+            event = self._hook_event("task_started", started, started.current, worktree=str(request.workdir))
+            worker.on_ready = lambda: self._notify("task_started", event, request.workdir, from_thread=True)
         worker.start()
         self.report(f"{task_id}#{n} started: {task.spec.title} ({agent.display_name}, from {base[:8]})")
 
@@ -524,6 +574,10 @@ class Coordinator:
             kind, task_id, n, payload = msg
             if kind == "event":
                 self._on_event(task_id, n, payload)
+            elif kind == "gated":
+                self._on_gated(task_id, n, payload)
+            elif kind == "note":
+                self._on_note(task_id, n, payload)
             else:
                 self._on_done(task_id, n, payload)
             try:
@@ -607,6 +661,7 @@ class Coordinator:
                 }
             )
             self.report(f"{task_id}#{n} finished" + ("" if changed else " (no changes)"))
+            self._notify_attempt("attempt_finished", task_id, n)
             self._verify_and_merge(task_id, n, attempt.base or "", outcome.commit or attempt.base or "")
             return
         interrupted = stopped
@@ -630,6 +685,7 @@ class Coordinator:
                 "session": result.session,
             }
         )
+        self._notify_attempt("attempt_finished", task_id, n)
         self._keep_attempt(task_id, n, attempt.base, outcome.commit)
         if interrupted:
             self.report(f"{task_id}#{n} interrupted: {error}")
@@ -639,67 +695,350 @@ class Coordinator:
     # ------------------------------------------------------------ gates and merge
 
     def _verify_and_merge(self, task_id: str, n: int, base: str, commit: str) -> None:
-        problems = gates.syntax_gate(self.repo_dir, base, commit) if self.config.gates.syntax and commit != base else []
+        """The gates of a finished attempt, then its merge.
+
+        The cheap gates run here, on the main thread: syntax, then scope. The slow ones
+        (judges, the test gate, `before_merge` hooks) run in a GateJob thread
+        (gitswarm.verify) whose outcome comes back through the queue to `_on_gated`.
+        With none of those to run (no judge role, no test command, no hook) the attempt
+        merges at once: no thread, no worktree. Every check lands in one
+        `attempt_verified` event, written with the merge's intent when it passes."""
         state = self.rs.read()
         task = state.tasks[task_id]
+        attempt = task.current
+        assert attempt is not None
+        problems = gates.syntax_gate(self.repo_dir, base, commit) if self.config.gates.syntax and commit != base else []
         if problems:
             detail = "; ".join(str(p) for p in problems[:5])
-            retry = should_retry(task, self.config)
-            self.rs.append(
-                {
-                    "type": "attempt_verified",
-                    "task": task_id,
-                    "n": n,
-                    "ok": False,
-                    "checks": [{"gate": "syntax", "ok": False, "detail": detail}],
-                    "error": f"syntax gate: {detail}",
-                    "retry": retry,
-                }
-            )
-            self._keep_attempt(task_id, n, base, commit)
-            self.report(f"{task_id}#{n} failed the syntax gate: {detail}" + (" (will retry)" if retry else ""))
+            self._reject(task_id, n, base, commit, [{"gate": "syntax", "ok": False, "detail": detail}], f"syntax gate: {detail}",
+                         said=f"failed the syntax gate: {detail}")
             return
-        self.rs.append({"type": "attempt_verified", "task": task_id, "n": n, "ok": True, "checks": [{"gate": "syntax", "ok": True}]})
-        self.report(f"{task_id}#{n} passed the syntax gate")
-        self._merge(task_id, n, base, commit)
+        checks: list[dict[str, Any]] = [{"gate": "syntax", "ok": True}]
+        found = self._scope_gate(task, attempt, base, commit)
+        if found.check is not None:
+            checks.append(dict(found.check))
+        if found.error:
+            self._reject(task_id, n, base, commit, checks, found.error, said=f"failed the scope gate: {found.check and found.check.get('detail')}")
+            return
 
-    def _merge(self, task_id: str, n: int, base: str, commit: str) -> None:
+        prepared: _Prepared | None = None
+        tests: verify.TestPlan | None = None
+        mode = self.config.merge.verify
+        if not self.config.gates.tests or mode == "none":
+            why = "gates.tests is off" if not self.config.gates.tests else "merge.verify is none"
+            checks.append({"gate": "tests", "ok": True, "skipped": True, "detail": f"skipped: {why}"})
+        else:
+            configured = self.config.gates.test_command
+            command = verify.TestCommand(configured, verify.runner_of(configured), "configured") if configured else None
+            if command is None:
+                # Detect on the tree that would be tested; with no command there is
+                # nothing to run and the attempt merges here and now.
+                if mode == "merged":
+                    tip = gitops.resolve_commit(self.repo_dir, f"refs/heads/{swarm_branch(self.run_id)}")
+                    merged = gitops.merge_trees(self.repo_dir, tip, commit)
+                    if not merged.clean:
+                        self._merge(task_id, n, base, commit, checks=checks)  # records the conflict
+                        return
+                    prepared = _Prepared(tip, tree=merged.tree)
+                    tree = merged.tree
+                else:
+                    tree = verify.tree_of(self.repo_dir, commit)
+                command, why_not = verify.detect(self.repo_dir, tree, [self.integration.path, self.paths.worktree(task_id)])
+                if command is None:
+                    checks.append({"gate": "tests", "ok": True, "skipped": True, "detail": f"skipped: {why_not}"})
+            if command is not None:
+                tests = verify.TestPlan(mode, command, self.config.gates.test_timeout_seconds)
+        judge_roles = [r for r in self.config.merge.judge_roles if self.config.role(r) is not None]
+        if judge_roles and commit == base:
+            checks.append({"gate": "judges", "ok": True, "skipped": True, "detail": "skipped: no changes to judge"})
+            judge_roles = []
+        hooks = self.config.hooks.before_merge
+        if not judge_roles and tests is None and not hooks:
+            self._merge(task_id, n, base, commit, checks=checks, prepared=prepared)
+            return
+        if self.stopping:
+            self.report(f"{task_id}#{n}: gates not started, the run is stopping (resume verifies it)")
+            return
+        worktree = self._attempt_worktree(task_id, attempt)
+        agent = state.agents.get(attempt.agent)
+        plan = verify.GatePlan(
+            task=task.spec,
+            n=n,
+            base=base,
+            commit=commit,
+            worktree=worktree,
+            checks=checks,
+            judges=self._judge_calls(state, task, attempt, base, commit, worktree, judge_roles),
+            threshold=self.config.merge.quality_threshold,
+            tests=tests,
+            before_merge=list(hooks),
+            hook_event=self._hook_event("before_merge", task, attempt),
+            hook_timeout=self.config.gates.test_timeout_seconds,
+            merge=verify.MergeSpec(
+                ref=f"refs/heads/{swarm_branch(self.run_id)}",
+                message=gitops.merge_message(self.run_id, task_id, task.spec.title, n, agent.display_name if agent else attempt.agent),
+                author=MERGE_AUTHOR,
+                committer=self.committer,
+            ),
+            excludes=self.paths.excludes,
+        )
+        self._start_gates(plan)
+
+    def _start_gates(self, plan: verify.GatePlan) -> None:
+        what = [w for w, on in (("judges", plan.judges and plan.carried is None), ("tests", plan.tests), ("before_merge", plan.before_merge)) if on]
+        job = verify.GateJob(plan, repo_dir=self.repo_dir, lane=self.lane, cache=self.test_cache, integration=self.integration, out=self.queue)
+        self.gating[plan.task.id] = job
+        job.start()
+        where = f" ({plan.tests.mode}: `{plan.tests.command.command}`)" if plan.tests and plan.tests.command else ""
+        self.report(f"{plan.task.id}#{plan.n} gates running: {', '.join(what)}{where}")
+
+    def _on_gated(self, task_id: str, n: int, outcome: verify.GateOutcome) -> None:
+        """A GateJob's outcome: record it and merge, reject, or test again on a tip that
+        moved while the job tested on the old one."""
+        job = self.gating.pop(task_id, None)
+        if job is not None:
+            job.join(timeout=5)
+        try:
+            for line in outcome.log:
+                self.report(line)
+            if outcome.stopped:
+                self.report(f"{task_id}#{n}: gates interrupted; the attempt stays verifying (resume verifies it)")
+                return
+            state = self.rs.read()
+            task = state.tasks.get(task_id)
+            cur = task.current if task is not None else None
+            if task is None or cur is None or cur.n != n or task.status != TaskStatus.VERIFYING:
+                return
+            base, commit = cur.base or "", cur.commit or cur.base or ""
+            checks = verify.public_checks(outcome.checks)
+            if outcome.conflicts:
+                self._record_conflict(task_id, n, base, commit, checks, outcome.conflicts, outcome.score, outcome.usage)
+                return
+            if not outcome.ok:
+                first = (outcome.error or "a gate failed").strip().splitlines()[0][:300]
+                self._reject(task_id, n, base, commit, checks, outcome.error or "a gate failed",
+                             score=outcome.score, usage=outcome.usage, said=f"failed its gates: {first}")
+                return
+            tip = gitops.resolve_commit(self.repo_dir, f"refs/heads/{swarm_branch(self.run_id)}")
+            if outcome.merge_commit is not None and outcome.tip != tip and job is not None:
+                self.lane.release(job)
+                if self.stopping:
+                    self.report(f"{task_id}#{n}: the swarm tip moved while it was tested; the run is stopping (resume verifies it)")
+                    return
+                self.report(f"{task_id}#{n}: the swarm tip moved while it was tested: testing again on {tip[:8]}")
+                self._start_gates(replace(job.plan, carried=outcome.carried))
+                return
+            prepared = _Prepared(outcome.tip, commit=outcome.merge_commit) if outcome.merge_commit and outcome.tip else None
+            self._merge(task_id, n, base, commit, checks=checks, prepared=prepared, score=outcome.score, usage=outcome.usage)
+        finally:
+            if job is not None:
+                self.lane.release(job)
+
+    def _reject(self, task_id: str, n: int, base: str, commit: str, checks: list[dict[str, Any]], error: str, *,
+                score: float | None = None, usage: Usage | None = None, said: str | None = None) -> None:
+        """A failed gate: record it (the error is what the retry's prompt shows), keep
+        the attempt's work for review, free its branch and worktree."""
+        task = self.rs.read().tasks[task_id]
+        retry = should_retry(task, self.config)
+        event: dict[str, Any] = {"type": "attempt_verified", "task": task_id, "n": n, "ok": False, "checks": checks,
+                                 "error": error, "retry": retry}
+        _add_gate_results(event, score, usage)
+        self.rs.append(event)
+        self._keep_attempt(task_id, n, base, commit)
+        self.report(f"{task_id}#{n} {said or 'failed its gates: ' + error.splitlines()[0][:300]}" + (" (will retry)" if retry else ""))
+
+    def _record_conflict(self, task_id: str, n: int, base: str, commit: str, checks: list[dict[str, Any]],
+                         conflicts: tuple[str, ...], score: float | None = None, usage: Usage | None = None) -> None:
+        task = self.rs.read().tasks[task_id]
+        retry = should_retry(task, self.config)
+        conflict = ", ".join(conflicts[:10]) or "unknown paths"
+        error = f"merge conflict with the swarm branch in {conflict}; the next attempt starts from the new swarm tip"
+        event: dict[str, Any] = {
+            "type": "attempt_verified",
+            "task": task_id,
+            "n": n,
+            "ok": False,
+            "checks": [*checks, {"gate": "merge", "ok": False, "detail": f"conflict in {conflict}"}],
+            "error": error,
+            "retry": retry,
+        }
+        _add_gate_results(event, score, usage)
+        self.rs.append(event)
+        self._keep_attempt(task_id, n, base, commit)
+        self.report(f"{task_id}#{n} conflicts with the swarm branch in {conflict}" + (" (will retry on the new tip)" if retry else ""))
+
+    def _scope_gate(self, task: Any, attempt: Any, base: str, commit: str) -> scope.ScopeResult:
+        """Changes outside the task's manifest, and the worker's own scope-escapes.jsonl;
+        both become proposed follow-up tasks (`task_proposed`), shown by `status`."""
+        path = self.paths.worktree(task.id)
+        text = scope.read_escapes_file(path if path.exists() else None, self.repo_dir, base, commit)
+        findings, problems = scope.parse_escapes(text) if text else ([], [])
+        for p in problems[:3]:
+            self.report(f"{task.id}#{attempt.n}: {p}")
+        changed = gitops.changed_paths(self.repo_dir, base, commit) if task.spec.files and commit != base else []
+        found = scope.evaluate(task.id, attempt.n, task.spec.files, changed, findings, self.config.merge.scope, attempt.agent)
+        if found.proposals:
+            self.rs.append(*({"type": "task_proposed", "proposal": dict(p)} for p in found.proposals))
+            self.report(f"{task.id}#{attempt.n}: {len(found.proposals)} follow-up task(s) proposed: "
+                        + ", ".join(str(p["id"]) for p in found.proposals) + f" (gitswarm status {self.run_id})")
+        return found
+
+    def _attempt_worktree(self, task_id: str, attempt: Any) -> Path | None:
+        """The attempt's worktree for its judges, `task` tests and hooks: normally still
+        there; re-attached at the attempt's commit after a crash removed it."""
+        path = self.paths.worktree(task_id)
+        if path.exists():
+            return path
+        if not attempt.commit or not attempt.branch:
+            return None
+        try:
+            gitops.add_worktree(self.repo_dir, path, attempt.branch, attempt.commit)
+        except GitswarmError as exc:
+            self.report(f"{task_id}#{attempt.n}: cannot re-create its worktree for the gates: {exc}")
+            return None
+        return path
+
+    def _judge_calls(self, state: RunState, task: Any, attempt: Any, base: str, commit: str, worktree: Path | None,
+                     roles: list[str]) -> list[verify.JudgeCall]:
+        """One request per judge role, built as `_start_attempt` builds a worker's; the
+        judge works in the attempt's worktree (put back as it was afterwards)."""
+        if not roles:
+            return []
+        stat, patch = verify.attempt_diff(self.repo_dir, base, commit)
+        prompt = judges.judge_prompt(task.spec, state.run.goal, patch, stat, self.config.merge.quality_threshold)
+        calls = []
+        for role_id in roles:
+            role = self.config.role(role_id)
+            assert role is not None
+            agent = Agent(id=f"{role_id}-judge", role=role_id, backend=role.backend, model=self.config.model_for(role) or None)
+            env = worker_env(hooks_dir=self.paths.hooks, run_id=self.run_id, task_id=task.id, attempt=attempt.n, agent=agent,
+                             committer=self.committer, excludes_file=self.paths.excludes)
+            env.update(role.env)
+            request = AgentRequest(
+                task=task.spec,
+                attempt=attempt.n,
+                prompt=prompt,
+                workdir=worktree if worktree is not None else self.repo_dir,
+                role_id=role_id,
+                backend=role.backend,
+                agent_id=agent.id,
+                model=agent.model,
+                command=role.command,
+                args=tuple(role.args),
+                env=env,
+                options=role_options(role, self.config.prices.get(agent.model or "")),
+                timeout=role.timeout_seconds or self.config.watchdog.task_max_duration_seconds or JUDGE_TIMEOUT,
+                heartbeat_timeout=self.config.watchdog.heartbeat_timeout_seconds,
+            )
+            calls.append(verify.JudgeCall(role_id, self._backend(role.backend), request))
+        if worktree is None:
+            return []  # no read-only place to run them: the check says "not judged"
+        return calls
+
+    def _prepare_integration(self, path: Path) -> None:
+        """A new integration worktree gets what every worker worktree gets: the copied
+        files and the set-up commands (installed dependencies)."""
+        for rel in self.config.worktree.copy:
+            copy_untracked(self.repo_dir / rel, path / rel)
+        for command in self.config.worktree.setup:
+            proc = gitops.run_shell(command, cwd=path, timeout=self.config.gates.test_timeout_seconds)
+            if proc.returncode != 0:
+                tail = (proc.stdout + proc.stderr).strip().splitlines()[-10:]
+                raise GitswarmError(f"worktree setup `{command}` in the integration worktree exited {proc.returncode}: " + " | ".join(tail))
+
+    def _merge(self, task_id: str, n: int, base: str, commit: str, *, checks: list[dict[str, Any]] | None = None,
+               prepared: "_Prepared | None" = None, score: float | None = None, usage: Usage | None = None) -> None:
+        """Merge the attempt into the swarm tip: the merge commit the test gate tested
+        when there is one (`prepared.commit`, built on this very tip), else a merge of
+        trees made here. The gates' record (`checks`) goes in the same state commit as
+        the merge's intent, so a crash cannot record a verdict twice."""
         ref = f"refs/heads/{swarm_branch(self.run_id)}"
         state = self.rs.read()
         task = state.tasks[task_id]
         attempt = task.current
         assert attempt is not None
         tip = gitops.resolve_commit(self.repo_dir, ref)
-        merge = gitops.merge_trees(self.repo_dir, tip, commit)
-        if not merge.clean:
-            retry = should_retry(task, self.config)
-            conflict = ", ".join(merge.conflicts[:10]) or "unknown paths"
-            error = f"merge conflict with the swarm branch in {conflict}; the next attempt starts from the new swarm tip"
-            self.rs.append(
-                {
-                    "type": "attempt_verified",
-                    "task": task_id,
-                    "n": n,
-                    "ok": False,
-                    "checks": [{"gate": "merge", "ok": False, "detail": f"conflict in {conflict}"}],
-                    "error": error,
-                    "retry": retry,
-                }
-            )
-            self._keep_attempt(task_id, n, base, commit)
-            self.report(f"{task_id}#{n} conflicts with the swarm branch in {conflict}" + (" (will retry on the new tip)" if retry else ""))
-            return
-        agent = state.agents.get(attempt.agent)
-        message = gitops.merge_message(self.run_id, task_id, task.spec.title, n, agent.display_name if agent else attempt.agent)
-        merge_commit = gitops.commit_tree(self.repo_dir, merge.tree, [tip, commit], message, author=("gitswarm", "gitswarm@gitswarm.invalid"), committer=self.committer)
+        if prepared is not None and prepared.tip != tip:
+            # A tested merge never lands on another tip (the caller tests again instead).
+            assert prepared.commit is None, "a tested merge commit was about to land on a tip it was not tested on"
+            prepared = None
+        merge_commit = prepared.commit if prepared is not None else None
+        if merge_commit is None:
+            tree = prepared.tree if prepared is not None else None
+            if tree is None:
+                merge = gitops.merge_trees(self.repo_dir, tip, commit)
+                if not merge.clean:
+                    self._record_conflict(task_id, n, base, commit, checks or [], merge.conflicts, score, usage)
+                    return
+                tree = merge.tree
+            if scope.tree_has(self.repo_dir, tree) and not scope.tree_has(self.repo_dir, tip):
+                tree = scope.tree_without(self.repo_dir, tree)  # a worker's notes are never merged
+            agent = state.agents.get(attempt.agent)
+            message = gitops.merge_message(self.run_id, task_id, task.spec.title, n, agent.display_name if agent else attempt.agent)
+            merge_commit = gitops.commit_tree(self.repo_dir, tree, [tip, commit], message, author=MERGE_AUTHOR, committer=self.committer)
+        events: list[dict[str, Any]] = []
+        if checks is not None:
+            verified: dict[str, Any] = {"type": "attempt_verified", "task": task_id, "n": n, "ok": True, "checks": checks}
+            _add_gate_results(verified, score, usage)
+            events.append(verified)
+            passed = [str(c["gate"]) for c in checks if c.get("ok") and not c.get("skipped")]
+            self.report(f"{task_id}#{n} passed the {', '.join(passed)} gate{'s' if len(passed) > 1 else ''}")
         # Two refs cannot move atomically: record the intent first, so that resume can
         # finish or abandon a merge interrupted between the two writes.
-        self.rs.append({"type": "merge_intent", "task": task_id, "n": n, "commit": merge_commit, "tip": tip})
+        events.append({"type": "merge_intent", "task": task_id, "n": n, "commit": merge_commit, "tip": tip})
+        self.rs.append(*events)
         if not gitops.cas_update_ref(self.repo_dir, ref, merge_commit, tip):
             self.rs.append({"type": "merge_aborted", "task": task_id, "n": n, "reason": "the swarm branch moved during the merge", "retry": True})
             self._keep_attempt(task_id, n, base, commit)
             return
         self._complete_merge(task_id, n, merge_commit)
+
+    # ------------------------------------------------------------ lifecycle hooks
+
+    def _hook_event(self, name: str, task: Any = None, attempt: Any = None, **extra: Any) -> dict[str, Any]:
+        """The JSON a lifecycle hook reads on stdin (gitswarm.hooks.lifecycle)."""
+        fields: dict[str, Any] = {"swarm_branch": swarm_branch(self.run_id)}
+        if task is not None:
+            path = self.paths.worktree(task.id)
+            fields.update(task=task.id, title=task.spec.title, kind=task.spec.kind, files=list(task.spec.files) or None,
+                          worktree=str(path) if path.exists() else None)
+        if attempt is not None:
+            fields.update(attempt=attempt.n, agent=attempt.agent, backend=attempt.backend, model=attempt.model,
+                          branch=attempt.branch, base=attempt.base, commit=attempt.commit)
+        fields.update(extra)
+        return lifecycle.hook_event(name, self.run_id, self.repo_dir, **fields)
+
+    def _notify(self, name: str, event: dict[str, Any], cwd: Path | None = None, *, from_thread: bool = False) -> None:
+        """Run a notification hook (every event but before_merge): failures are reported
+        in the run's log and never change what the run does. From a worker thread the
+        report goes through the queue: only the main thread writes the state."""
+        commands = self.config.hooks.commands(name)
+        if not commands:
+            return
+        where = cwd if cwd is not None and cwd.exists() else self.repo_dir
+        results = lifecycle.run_hooks(commands, event, where, timeout=lifecycle.NOTIFY_TIMEOUT_SECONDS)
+        failure = lifecycle.failure_text(name, results)
+        if failure is None:
+            return
+        if from_thread:
+            self.queue.put(("note", str(event.get("task", "")), int(event.get("attempt", 0)), failure))
+        else:
+            self._on_note(str(event.get("task", "")), int(event.get("attempt", 0) or 0), failure)
+
+    def _notify_attempt(self, name: str, task_id: str, n: int, **extra: Any) -> None:
+        """attempt_finished / task_merged: the hook runs in the task's worktree while it
+        exists (after a merge it is gone: the repository root then)."""
+        if not self.config.hooks.commands(name):
+            return
+        task = self.rs.read().tasks[task_id]
+        a = next(x for x in task.attempts if x.n == n)
+        event = self._hook_event(name, task, a, result=a.result, error=a.error, summary=a.summary, score=a.score,
+                                 checks=[dict(c) for c in a.checks] or None, **extra)
+        self._notify(name, event, self.paths.worktree(task_id))
+
+    def _on_note(self, task_id: str, n: int, text: str) -> None:
+        self.report(text)
+        self.rs.append({"type": "run_note", "text": text[:2000]})
 
     def _complete_merge(self, task_id: str, n: int, merge_commit: str) -> None:
         state = self.rs.append({"type": "merged", "task": task_id, "n": n, "commit": merge_commit})
@@ -707,9 +1046,11 @@ class Coordinator:
         attempt = task.current
         assert attempt is not None
         self._write_notes(task_id, attempt_n=n, merge_commit=merge_commit)
+        record_lessons(self.store.repo, state, task_id)  # failed before? what fixed it goes to refs/attoswarm/learning
         self._remove_work(task_id, keep_branch=False)
         done = state.count(TaskStatus.DONE)
         self.report(f"{task_id} merged as {merge_commit[:8]} ({done}/{len(state.tasks)} done)")
+        self._notify_attempt("task_merged", task_id, n, merge_commit=merge_commit)
 
     def _write_notes(self, task_id: str, attempt_n: int, merge_commit: str) -> None:
         state = self.rs.read()
@@ -861,8 +1202,10 @@ class Coordinator:
     def _stop_workers(self, reason: str) -> None:
         for w in list(self.workers.values()):
             w.stop(reason)
+        for job in list(self.gating.values()):
+            job.stop(reason)
         deadline = time.monotonic() + 15
-        while self.workers and time.monotonic() < deadline:
+        while (self.workers or self.gating) and time.monotonic() < deadline:
             self._drain(timeout=0.1)
 
     def _install_signal_handlers(self) -> Callable[[], None]:
@@ -879,6 +1222,24 @@ class Coordinator:
                 signal.signal(s, h)
 
         return restore
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A merge made before `_merge` runs, on `tip`: a tree (the detection of the test
+    command needed it) or the merge commit the test gate tested, which lands as is."""
+
+    tip: str
+    tree: str | None = None
+    commit: str | None = None
+
+
+def _add_gate_results(event: dict[str, Any], score: float | None, usage: Usage | None) -> None:
+    """The judges' score and what the gates spent, on an attempt_verified event."""
+    if score is not None:
+        event["score"] = score
+    if usage is not None and usage != Usage():
+        event["gate_usage"] = usage.to_json()
 
 
 def _exit_note(state: RunState, phase: RunPhase, reason: str | None) -> str:

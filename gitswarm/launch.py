@@ -1,8 +1,9 @@
 """Creating a run: base commit, swarm branch, first state commits, the plan.
 
-Used by `start`, `quick` and `continue`. The user's checkout is never touched: a dirty
-work tree is left as it is (and said so), or snapshotted into a commit with a
-temporary index when `--include-uncommitted` asks for it.
+Used by `start`, `quick` and `continue`: `create_run` with a tasks file's tasks, or
+`open_run`, the planner (gitswarm.planning), then `commit_plan` for a goal. The user's
+checkout is never touched: a dirty work tree is left as it is (and said so), or
+snapshotted into a commit with a temporary index when `--include-uncommitted` asks for it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from . import gitops
 from .config import SwarmConfig
@@ -48,26 +49,42 @@ class Launch:
     included_uncommitted: bool
 
 
-def create_run(
+@dataclass(frozen=True)
+class Opened:
+    """A run whose first state commit is written and whose plan is still to come (from a
+    tasks file at once, or from the planner agent). Nothing but the state ref exists
+    yet: the swarm branch comes with the plan (`commit_plan`), so a run whose planning
+    fails leaves nothing else behind."""
+
+    repo_dir: Path
+    run_id: str
+    store: RunStore
+    base_commit: str
+    dirty: tuple[str, ...]
+    included_uncommitted: bool
+    preview: bool
+
+
+def open_run(
     repo_dir: Path,
     config: SwarmConfig,
-    tasks: Sequence[TaskSpec],
     *,
     goal: str = "",
+    name_hint: str = "",
     base: str | None = None,
     include_uncommitted: bool = False,
     run_id: str | None = None,
     preview: bool = False,
+    approval_timeout: float | None = None,
     parent: RunStore | None = None,
-    source: str = "tasks-file",
-) -> Launch:
-    """Write a new run to git, with its plan, ready for the coordinator."""
-    if not tasks:
-        raise InputError("there are no tasks to run: give --tasks-file (planning a goal with an agent needs a planner role)")
+) -> Opened:
+    """Resolve the base and write the run's first state commit (phase planning)."""
     store = Store(repo_dir)
     if run_id is not None and not is_valid_id(run_id):
         raise InputError(f"--run-id {run_id!r}: use lowercase letters, digits, '.', '_' and '-'")
-    run_id = run_id or new_run_id(goal or tasks[0].title, config.run.name or None)
+    if approval_timeout is not None and approval_timeout <= 0:
+        raise InputError(f"--approval-timeout {approval_timeout:g}: give a number of seconds above 0")
+    run_id = run_id or new_run_id(goal or name_hint, config.run.name or None)
 
     parent_state = None
     if parent is not None:
@@ -102,14 +119,46 @@ def create_run(
         "config": config.to_dict(),
         "preview": preview,
     }
+    if approval_timeout is not None:
+        info["approval_timeout"] = approval_timeout
     if parent is not None:
         info["parent"] = {"run": parent.run_id, "state": parent_state}
     rs = store.create_run(info, parent_state=parent_state)
-    gitops.create_branch(repo_dir, swarm, base_commit)
-    rs.append({"type": "plan_set", "tasks": [t.to_json() for t in tasks], "source": source})
-    next_phase = RunPhase.AWAITING_APPROVAL if preview else RunPhase.RUNNING
-    state = rs.append({"type": "phase_changed", "phase": next_phase.value})
-    return Launch(run_id, state, rs, base_commit, dirty, included)
+    return Opened(repo_dir, run_id, rs, base_commit, dirty, included, preview)
+
+
+def commit_plan(opened: Opened, plan_event: Mapping[str, Any]) -> Launch:
+    """Record the plan (a `plan_set` or `planned` event), create the swarm branch at the
+    base and move the run on to running, or to awaiting approval in preview."""
+    gitops.create_branch(opened.repo_dir, swarm_branch(opened.run_id), opened.base_commit)
+    opened.store.append(plan_event)
+    next_phase = RunPhase.AWAITING_APPROVAL if opened.preview else RunPhase.RUNNING
+    state = opened.store.append({"type": "phase_changed", "phase": next_phase.value})
+    return Launch(opened.run_id, state, opened.store, opened.base_commit, opened.dirty, opened.included_uncommitted)
+
+
+def create_run(
+    repo_dir: Path,
+    config: SwarmConfig,
+    tasks: Sequence[TaskSpec],
+    *,
+    goal: str = "",
+    base: str | None = None,
+    include_uncommitted: bool = False,
+    run_id: str | None = None,
+    preview: bool = False,
+    approval_timeout: float | None = None,
+    parent: RunStore | None = None,
+    source: str = "tasks-file",
+) -> Launch:
+    """Write a new run to git, with its plan, ready for the coordinator."""
+    if not tasks:
+        raise InputError("there are no tasks to run: give --tasks-file, or a goal for the planner")
+    opened = open_run(
+        repo_dir, config, goal=goal, name_hint=tasks[0].title, base=base, include_uncommitted=include_uncommitted,
+        run_id=run_id, preview=preview, approval_timeout=approval_timeout, parent=parent,
+    )
+    return commit_plan(opened, {"type": "plan_set", "tasks": [t.to_json() for t in tasks], "source": source})
 
 
 def dry_run_end(rs: RunStore) -> RunState:

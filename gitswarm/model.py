@@ -366,12 +366,15 @@ class RunInfo:
     config: Mapping[str, Any] = field(default_factory=dict)
     approval: str | None = None  # None | "approved" | "rejected"
     preview: bool = False  # the plan waits for approval before anything runs
+    approval_timeout: float | None = None  # seconds a coordinator waits for approval before it stops the run
     stop_requested: str | None = None  # reason of a requested stop, until the coordinator acts
     merge_in_flight: Mapping[str, Any] | None = None  # {task, n, commit, tip}: see merge_intent
     finalized: Mapping[str, Any] | None = None  # {action, into, pre_tip, commit, at}
     ended: str | None = None
     usage: Usage = field(default_factory=Usage)
     notes: tuple[str, ...] = ()  # loop exit explanations and other run-level remarks
+    # follow-up tasks proposed by the scope gate (`task_proposed`), until `add-task` accepts one
+    proposed: tuple[Mapping[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return _drop_empty(
@@ -387,12 +390,14 @@ class RunInfo:
                 "config": dict(self.config) if self.config else None,
                 "approval": self.approval,
                 "preview": self.preview or None,
+                "approval_timeout": self.approval_timeout,
                 "stop_requested": self.stop_requested,
                 "merge_in_flight": dict(self.merge_in_flight) if self.merge_in_flight else None,
                 "finalized": dict(self.finalized) if self.finalized else None,
                 "ended": self.ended,
                 "usage": self.usage.to_json(),
                 "notes": list(self.notes) or None,
+                "proposed": [dict(p) for p in self.proposed] or None,
             }
         )
 
@@ -414,12 +419,14 @@ class RunInfo:
             config=dict(d.get("config") or {}),
             approval=d.get("approval"),
             preview=bool(d.get("preview", False)),
+            approval_timeout=float(d["approval_timeout"]) if d.get("approval_timeout") is not None else None,
             stop_requested=d.get("stop_requested"),
             merge_in_flight=d.get("merge_in_flight"),
             finalized=d.get("finalized"),
             ended=d.get("ended"),
             usage=Usage.from_json(d.get("usage")),
             notes=tuple(d.get("notes") or ()),
+            proposed=tuple(dict(p) for p in d.get("proposed") or ()),
         )
 
 

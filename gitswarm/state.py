@@ -81,6 +81,17 @@ def transcript_path(task_id: str, n: int) -> str:
     return f"transcripts/{shard(task_id)}/{task_id}/{n}.jsonl"
 
 
+# What the planner agent was asked and answered, turn by turn (`planned`, `planning_failed`).
+PLANNER_DIR = "planner"
+PLANNER_FILE = f"{PLANNER_DIR}/planner.json"
+
+
+def planner_paths(n: int) -> dict[str, str]:
+    """Where turn n of the planner keeps its prompt, its raw answer and its transcript."""
+    return {"prompt": f"{PLANNER_DIR}/{n}/prompt.md", "answer": f"{PLANNER_DIR}/{n}/answer.md",
+            "transcript": f"{PLANNER_DIR}/{n}/transcript.jsonl"}
+
+
 RUN_FILE = "run.json"
 AGENTS_FILE = "agents.json"
 
@@ -279,11 +290,62 @@ def _task_added(c: _Change, e: Mapping[str, Any]) -> None:
     spec = TaskSpec.from_json(raw)  # type: ignore[arg-type]
     _check_new_tasks(c, [spec])
     c.set_task(TaskState(spec=spec))
+    if any(p.get("id") == spec.id for p in c.run.proposed):
+        # Accepting a proposed follow-up (`gitswarm add-task` with its id) takes it off the list.
+        c.set_run(proposed=tuple(p for p in c.run.proposed if p.get("id") != spec.id))
+
+
+def _task_proposed(c: _Change, e: Mapping[str, Any]) -> None:
+    """A follow-up task proposed by the scope gate (work found outside a task's files),
+    kept on the run until the lead accepts it with `gitswarm add-task`. A proposal with
+    the id of an earlier one replaces it (a resumed run re-verifying an attempt)."""
+    raw = e.get("proposal")
+    _require(isinstance(raw, Mapping), "task_proposed needs a 'proposal' object")
+    pid = raw.get("id")  # type: ignore[union-attr]
+    _require(isinstance(pid, str) and is_valid_id(pid), f"proposal id {pid!r} is not a valid task id")
+    _require(isinstance(raw.get("title"), str) and bool(raw.get("title")), "a proposal needs a title")  # type: ignore[union-attr]
+    if pid in c.all_tasks():
+        return  # already accepted
+    kept = tuple(p for p in c.run.proposed if p.get("id") != pid)
+    c.set_run(proposed=kept + (dict(raw),))  # type: ignore[arg-type]
+
+
+def _planner_record(c: _Change, e: Mapping[str, Any]) -> None:
+    """The planner agent's part of `planned` / `planning_failed`: its usage counts in the
+    run's, and each turn's prompt, raw answer and transcript become files of the state
+    (planner/<n>/...), with planner/planner.json saying who planned and how it went."""
+    turns = e.get("turns") or []
+    _require(isinstance(turns, list) and all(isinstance(t, Mapping) for t in turns), "'turns' must be a list of objects")
+    planner = e.get("planner") or {}
+    _require(isinstance(planner, Mapping), "'planner' must be an object")
+    usage = Usage.from_json(e.get("usage"))
+    c.set_run(usage=c.run.usage + usage)
+    record: dict[str, Any] = {**planner, "usage": usage.to_json(), "turns": []}
+    for i, turn in enumerate(turns, start=1):
+        paths = planner_paths(i)
+        kept: dict[str, Any] = {k: v for k, v in turn.items() if k not in paths}
+        for key, path in paths.items():
+            if isinstance(turn.get(key), str):
+                c.files[path] = turn[key].encode("utf-8")
+                kept[key] = path
+        record["turns"].append({**kept, "n": i})
+    if e.get("type") == "planning_failed":
+        record["reason"] = e.get("reason")
+    c.files[PLANNER_FILE] = canonical_json(record)
+
+
+def _planned(c: _Change, e: Mapping[str, Any]) -> None:
+    """The planner agent's plan: its tasks enter the run as a plan_set's would."""
+    _require(c.run.phase == RunPhase.PLANNING, "a planned plan can only be recorded while planning")
+    _plan_set(c, e)
+    _planner_record(c, e)
 
 
 def _planning_failed(c: _Change, e: Mapping[str, Any]) -> None:
     _require(c.run.phase == RunPhase.PLANNING, "planning_failed only while planning")
     c.set_run(phase=RunPhase.PLANNING_FAILED, reason=_str(e, "reason"), ended=e.get("at"))
+    if "turns" in e or "planner" in e or "usage" in e:
+        _planner_record(c, e)
 
 
 def _phase_changed(c: _Change, e: Mapping[str, Any]) -> None:
@@ -439,6 +501,12 @@ def _attempt_verified(c: _Change, e: Mapping[str, Any]) -> None:
     _require(isinstance(checks, list), "checks must be a list")
     ok = bool(e.get("ok"))
     a = replace(a, checks=a.checks + tuple(checks), score=e.get("score", a.score))
+    if "gate_usage" in e:
+        # What the gates themselves spent (judge agents): it counts in the attempt's usage
+        # and so in the run's totals and budget.
+        usage = a.usage + Usage.from_json(e.get("gate_usage"))
+        _usage_delta(c, a.usage, usage)
+        a = replace(a, usage=usage)
     if not ok:
         a = replace(a, result="failed", error=e.get("error") or "a gate failed")
         status = TaskStatus.PENDING if e.get("retry") else TaskStatus.FAILED
@@ -523,7 +591,9 @@ def _finalized(c: _Change, e: Mapping[str, Any]) -> None:
 HANDLERS: dict[str, Callable[[_Change, Mapping[str, Any]], None]] = {
     "run_created": _run_created,
     "plan_set": _plan_set,
+    "planned": _planned,
     "task_added": _task_added,
+    "task_proposed": _task_proposed,
     "planning_failed": _planning_failed,
     "phase_changed": _phase_changed,
     "approved": lambda c, e: _decision(c, e, True),
@@ -628,8 +698,15 @@ def summarize(event: Mapping[str, Any]) -> str:
             return f"run {run.get('id')} created" + (f": {goal[0][:60]}" if goal and goal[0] else "")
         case "plan_set":
             return f"plan: {len(event.get('tasks') or [])} tasks"
+        case "planned":
+            planner = event.get("planner") or {}
+            return f"plan: {len(event.get('tasks') or [])} tasks by {planner.get('agent', 'the planner')}"
+        case "planning_failed":
+            return f"planning failed: {str(event.get('reason') or '')[:80]}"
         case "task_added":
             return f"task {(event.get('task') or {}).get('id')} added"
+        case "task_proposed":
+            return f"follow-up {(event.get('proposal') or {}).get('id')} proposed"
         case "attempt_started":
             return f"{where} started by {event.get('agent')} ({event.get('backend')})"
         case "attempt_finished":

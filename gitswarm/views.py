@@ -95,6 +95,7 @@ def status_json(state: RunState, state_commit: str | None = None, lease: Mapping
         "tasks": [task_json(t, waves.get(t.id)) for t in sorted(state.tasks.values(), key=lambda t: (waves.get(t.id, 0), t.id))],
         "agents": [a.to_json() for a in state.agents.values()],
         "notes": list(r.notes),
+        "proposed": [dict(p) for p in r.proposed],
         "seq": state.seq,
         "state_commit": state_commit,
         "coordinator": {"live": live, **(dict(lease) if lease else {})} if lease else {"live": False},

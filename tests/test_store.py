@@ -61,7 +61,16 @@ events = st.one_of(
         task_ids, attempt_n, st.sampled_from(["ok", "failed", "interrupted"]), usage, text, st.booleans(), st.none() | text,
     ),
     st.builds(lambda t, m: {"type": "inject", "task": t, "message": m}, task_ids, text),
-    st.builds(lambda t, n, ok: {"type": "attempt_verified", "task": t, "n": n, "ok": ok, "checks": [{"gate": "syntax", "ok": ok}]}, task_ids, attempt_n, st.booleans()),
+    st.builds(
+        lambda t, n, ok, gu, sc: {"type": "attempt_verified", "task": t, "n": n, "ok": ok, "checks": [{"gate": "syntax", "ok": ok}],
+                                  **({"gate_usage": gu} if gu else {}), **({"score": sc} if sc is not None else {})},
+        task_ids, attempt_n, st.booleans(), st.none() | usage, st.none() | st.floats(0, 1).map(lambda x: round(x, 4)),
+    ),
+    st.builds(
+        lambda t, i, title, files: {"type": "task_proposed", "proposal": {"id": f"{t}-scope-{i}", "title": title, "files": files, "task": t, "n": i}},
+        task_ids, st.integers(1, 2), text, st.lists(st.sampled_from(["a.txt", "b/c.py"]), max_size=2),
+    ),
+    st.builds(lambda t, i: {"type": "task_added", "task": {"id": f"{t}-scope-{i}", "title": "accepted"}}, task_ids, st.integers(1, 2)),
     st.builds(lambda t, n, c, tip: {"type": "merge_intent", "task": t, "n": n, "commit": c, "tip": tip}, task_ids, attempt_n, sha, sha),
     st.builds(lambda t, n, c: {"type": "merged", "task": t, "n": n, "commit": c}, task_ids, attempt_n, sha),
     st.builds(lambda t, n, r: {"type": "merge_aborted", "task": t, "n": n, "reason": "conflict", "retry": r}, task_ids, attempt_n, st.booleans()),
@@ -71,6 +80,15 @@ events = st.one_of(
     st.builds(lambda p: {"type": "run_ended", "phase": p, "reason": "test"}, st.sampled_from(["completed", "shutdown", "running"])),
     st.just({"type": "run_resumed"}),
     st.just({"type": "approved"}),
+    st.builds(
+        lambda u, a, p, with_turns: {
+            "type": "planned", "tasks": _plan()["tasks"], "usage": u,
+            "planner": {"role": "planner", "agent": "planner-1", "backend": "claude"},
+            "turns": [{"n": 1, "prompt": p, "answer": a, "transcript": a, "problems": ["x"]}, {"n": 2, "prompt": p, "answer": a}] if with_turns else [],
+        },
+        usage, text, text, st.booleans(),
+    ),
+    st.builds(lambda r, u, a: {"type": "planning_failed", "reason": r, "usage": u, "turns": [{"n": 1, "prompt": "p", "answer": a}]}, text.filter(bool), usage, text),
 )
 
 
@@ -85,7 +103,9 @@ def _plausible(state, data) -> list[dict]:
     """Events that fit the current state, so sequences get deep into attempts and merges."""
     out: list[dict] = []
     if not state.tasks:
-        return [_plan()]
+        planned = {**_plan(), "type": "planned", "planner": {"agent": "planner-1"}, "usage": data.draw(usage),
+                   "turns": [{"n": 1, "prompt": data.draw(text), "answer": data.draw(text)}]}
+        return [_plan(), planned]
     if state.run.phase == RunPhase.PLANNING:
         out.append({"type": "phase_changed", "phase": "running"})
     for tid, t in state.tasks.items():
@@ -96,7 +116,8 @@ def _plausible(state, data) -> list[dict]:
             out.append({"type": "progress", "task": tid, "n": n, "event": data.draw(text), "usage": data.draw(usage)})
             out.append({"type": "attempt_finished", "task": tid, "n": n, "result": data.draw(st.sampled_from(["ok", "ok", "failed"])), "usage": data.draw(usage), "transcript": data.draw(text), "retry": data.draw(st.booleans())})
         elif t.status == TaskStatus.VERIFYING:
-            out.append({"type": "attempt_verified", "task": tid, "n": n, "ok": data.draw(st.booleans()), "checks": [{"gate": "syntax", "ok": True}], "retry": True})
+            out.append({"type": "attempt_verified", "task": tid, "n": n, "ok": data.draw(st.booleans()), "checks": [{"gate": "syntax", "ok": True}], "retry": True,
+                        "gate_usage": data.draw(usage), "score": 0.5})
             out.append({"type": "merge_intent", "task": tid, "n": n, "commit": data.draw(sha), "tip": data.draw(sha)})
         elif t.status == TaskStatus.MERGING:
             out.append({"type": "merged", "task": tid, "n": n, "commit": data.draw(sha)})
