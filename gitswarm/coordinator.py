@@ -31,7 +31,7 @@ from gitswarm.backends.registry import get_backend
 from gitswarm.hooks import lifecycle
 from gitswarm.hooks.worker import install_hooks, worker_env, write_excludes_file
 
-from . import gates, gitops, judges, scope, verify
+from . import gates, gitops, judges, merger, scope, verify
 from .config import SwarmConfig
 from .errors import GitswarmError
 from .model import Agent, RunPhase, RunState, TaskStatus, Usage
@@ -314,6 +314,8 @@ class Coordinator:
         # The slow gates (gitswarm.verify): a job per attempt being verified, the lane that
         # lets one integration test run at a time, test results per tree, the worktree.
         self.gating: dict[str, verify.GateJob] = {}
+        self.merger_tried: set[tuple[str, int]] = set()  # attempts whose conflict went to the merger
+        self.pending_resolution: dict[str, tuple[Any, ...]] = {}  # task -> what the gates found before
         self.lane = verify.Lane()
         self.test_cache = verify.TestCache()
         self.integration = verify.IntegrationWorktree(self.repo_dir, self.paths.worktrees / ".integration",
@@ -578,6 +580,8 @@ class Coordinator:
                 self._on_gated(task_id, n, payload)
             elif kind == "note":
                 self._on_note(task_id, n, payload)
+            elif kind == "resolved":
+                self._on_resolved(task_id, n, payload)
             else:
                 self._on_done(task_id, n, payload)
             try:
@@ -849,6 +853,10 @@ class Coordinator:
 
     def _record_conflict(self, task_id: str, n: int, base: str, commit: str, checks: list[dict[str, Any]],
                          conflicts: tuple[str, ...], score: float | None = None, usage: Usage | None = None) -> None:
+        """A conflict with the swarm tip: to the merger role when there is one (once per
+        attempt), else the attempt fails and the retry starts from the new tip."""
+        if self._send_to_merger(task_id, n, base, commit, checks, conflicts, score, usage):
+            return
         task = self.rs.read().tasks[task_id]
         retry = should_retry(task, self.config)
         conflict = ", ".join(conflicts[:10]) or "unknown paths"
@@ -866,6 +874,134 @@ class Coordinator:
         self.rs.append(event)
         self._keep_attempt(task_id, n, base, commit)
         self.report(f"{task_id}#{n} conflicts with the swarm branch in {conflict}" + (" (will retry on the new tip)" if retry else ""))
+
+    def _send_to_merger(self, task_id: str, n: int, base: str, commit: str, checks: list[dict[str, Any]],
+                        conflicts: tuple[str, ...], score: float | None, usage: Usage | None) -> bool:
+        """Start the merger role on the conflicted merge; False when there is none, it
+        was tried for this attempt already, or the run is stopping."""
+        role_id = self.config.merge.authority_role
+        role = self.config.role(role_id) if role_id else None
+        if role is None or (task_id, n) in self.merger_tried or self.stopping:
+            return False
+        self.merger_tried.add((task_id, n))
+        state = self.rs.read()
+        task = state.tasks[task_id]
+        attempt = task.current
+        assert attempt is not None
+        tip = gitops.resolve_commit(self.repo_dir, f"refs/heads/{swarm_branch(self.run_id)}")
+        agent = Agent(id=f"{role.role_id}-resolver", role=role.role_id, backend=role.backend,
+                      model=self.config.model_for(role) or None)
+        env = worker_env(hooks_dir=self.paths.hooks, run_id=self.run_id, task_id=task_id, attempt=n, agent=agent,
+                         committer=self.committer, excludes_file=self.paths.excludes)
+        env.update(role.env)
+        request = AgentRequest(
+            task=task.spec, attempt=n,
+            prompt=merger.merger_prompt(task.spec, None, attempt.summary, tip, commit),
+            workdir=self.paths.worktrees / f".merge-{task_id}", role_id=role.role_id, backend=role.backend,
+            agent_id=agent.id, model=agent.model, command=role.command, args=tuple(role.args), env=env,
+            options=role_options(role, self.config.prices.get(agent.model or "")),
+            timeout=role.timeout_seconds or self.config.watchdog.task_max_duration_seconds,
+            heartbeat_timeout=self.config.watchdog.heartbeat_timeout_seconds,
+        )
+        job = merger.MergerJob(repo_dir=self.repo_dir, worktree=request.workdir, tip=tip, commit=commit,
+                               backend=self._backend(role.backend), request=request, out=self.queue)
+        self.pending_resolution[task_id] = (checks, conflicts, score, usage)
+        self.gating[task_id] = job  # type: ignore[assignment]  # in flight like a gate job
+        job.start()
+        what = ", ".join(conflicts[:10])
+        self.report(f"{task_id}#{n} conflicts with the swarm branch in {what}: the {role.role_id} role resolves it")
+        self.rs.append({"type": "run_note", "text": f"{task_id}#{n}: conflict in {what} sent to the {role.role_id} role"})
+        return True
+
+    def _on_resolved(self, task_id: str, n: int, outcome: "merger.MergerOutcome") -> None:
+        """The merger's resolution: through the gates like any merge, then it lands."""
+        job = self.gating.pop(task_id, None)
+        if job is not None:
+            job.join(timeout=5)
+        checks, conflicts, score, usage = self.pending_resolution.pop(task_id, ([], (), None, None))
+        worktree = self.paths.worktrees / f".merge-{task_id}"
+        if worktree.exists():
+            try:
+                gitops.remove_worktree(self.repo_dir, worktree)
+            except GitswarmError as exc:
+                self.report(f"{task_id}#{n}: could not remove the merger's worktree: {exc}")
+        if outcome.stopped:
+            self.report(f"{task_id}#{n}: the merger was stopped; the attempt stays verifying (resume verifies it)")
+            return
+        state = self.rs.read()
+        task = state.tasks.get(task_id)
+        cur = task.current if task is not None else None
+        if task is None or cur is None or cur.n != n or task.status != TaskStatus.VERIFYING:
+            return
+        base, commit = cur.base or "", cur.commit or cur.base or ""
+        res = outcome.resolution
+        total = (usage or Usage()) + res.usage
+        what = ", ".join(conflicts[:10]) or "unknown paths"
+        role_id = self.config.merge.authority_role
+        if not res.ok or res.tree is None:
+            check = {"gate": "merge", "ok": False, "detail": f"conflict in {what}; {role_id}: {res.error}"}
+            self._reject(task_id, n, base, commit, [*checks, check],
+                         f"merge conflict with the swarm branch in {what}, not resolved: {res.error}",
+                         score=score, usage=total, said=f"conflict in {what} not resolved: {res.error}")
+            return
+        tip = gitops.resolve_commit(self.repo_dir, f"refs/heads/{swarm_branch(self.run_id)}")
+        merged = [*checks, {"gate": "merge", "ok": True, "detail": f"conflict in {what} resolved by {role_id}"}]
+        if tip != outcome.tip:
+            self._reject(task_id, n, base, commit, merged,
+                         f"the swarm branch moved while {role_id} resolved the conflict in {what}; "
+                         "the next attempt starts from the new swarm tip", score=score, usage=total)
+            return
+        agent = state.agents.get(cur.agent)
+        message = gitops.merge_message(self.run_id, task_id, task.spec.title, n, agent.display_name if agent else cur.agent)
+        message += f"\nConflicts in {what} resolved by the {role_id} role."
+        merge_commit = gitops.commit_tree(self.repo_dir, res.tree, [tip, commit], message, author=MERGE_AUTHOR,
+                                          committer=self.committer)
+        problems = gates.syntax_gate(self.repo_dir, tip, merge_commit) if self.config.gates.syntax else []
+        if problems:
+            detail = "; ".join(str(p) for p in problems[:5])
+            self._reject(task_id, n, base, commit, [*merged, {"gate": "syntax", "ok": False, "detail": f"after the merger: {detail}"}],
+                         f"syntax gate after {role_id} resolved the conflict: {detail}", score=score, usage=total)
+            return
+        test = self._test_resolved(task_id, n, merge_commit)
+        if test is not None:
+            merged.append(test.check)
+            if not test.ok:
+                self._reject(task_id, n, base, commit, merged, test.error or "tests failed on the resolved merge",
+                             score=score, usage=total, said=f"the resolved merge failed its tests: {test.check.get('detail')}")
+                return
+        self._merge(task_id, n, base, commit, checks=merged, prepared=_Prepared(tip, commit=merge_commit),
+                    score=score, usage=total)
+
+    def _test_resolved(self, task_id: str, n: int, merge_commit: str) -> "verify.TestVerdict | None":
+        """The test gate on the merger's resolution (on this thread: conflicts are rare,
+        and the lane keeps integration tests one at a time); None when there is nothing to run."""
+        if not self.config.gates.tests or self.config.merge.verify == "none":
+            return None
+        tree = verify.tree_of(self.repo_dir, merge_commit)
+        configured = self.config.gates.test_command
+        if configured:
+            command: verify.TestCommand | None = verify.TestCommand(configured, verify.runner_of(configured), "configured")
+        else:
+            command, _ = verify.detect(self.repo_dir, tree, [self.integration.path])
+        if command is None:
+            return None
+        holder = object()
+        if not self.lane.acquire(holder, threading.Event()):
+            return None
+        timeout = self.config.gates.test_timeout_seconds
+        try:
+            run = verify.run_tests(command.command, self.integration.checkout(merge_commit), timeout=timeout,
+                                   runner=command.runner)
+            base = None
+            if verify.needs_base(run):  # failures the swarm tip already had are not blamed
+                tip = gitops.resolve_commit(self.repo_dir, f"{merge_commit}^1")
+                base = verify.run_tests(command.command, self.integration.checkout(tip), timeout=timeout,
+                                        runner=command.runner)
+            verdict = verify.verdict_of_tests(run, base, f"the merger's resolution {merge_commit[:10]}")
+            self.report(f"{task_id}#{n} tests on the resolved merge: {verdict.check['detail']}")
+            return verdict
+        finally:
+            self.lane.release(holder)
 
     def _scope_gate(self, task: Any, attempt: Any, base: str, commit: str) -> scope.ScopeResult:
         """Changes outside the task's manifest, and the worker's own scope-escapes.jsonl;

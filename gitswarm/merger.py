@@ -12,10 +12,12 @@ Pure parts (the prompt, finding markers) are separate from the git and agent I/O
 
 from __future__ import annotations
 
+import queue
 import re
-from dataclasses import dataclass, field
+import threading
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from . import gitops
 from .backends.base import AgentEvent, AgentRequest, Backend
@@ -46,8 +48,10 @@ def marker_lines(text: str) -> list[int]:
     return found
 
 
-def merger_prompt(task: TaskSpec, conflicts: Sequence[str], task_summary: str | None, tip: str, commit: str) -> str:
-    files = "\n".join(f"- {path}" for path in conflicts)
+def merger_prompt(task: TaskSpec, conflicts: Sequence[str] | None, task_summary: str | None, tip: str, commit: str) -> str:
+    """The merger's prompt; with conflicts=None the list is left as `{conflicts}` for the
+    job to fill in from the conflicted worktree itself."""
+    files = "\n".join(f"- {path}" for path in conflicts) if conflicts is not None else "{conflicts}"
     what = f"\n\nWhat the task's agent said it did: {task_summary.strip()[:1500]}" if task_summary else ""
     return f"""# Resolve a merge conflict for task {task.id}: {task.title}
 
@@ -118,23 +122,73 @@ def finish(worktree: Path, env: Mapping[str, str]) -> str:
     return gitops.git(worktree, "write-tree", cwd=worktree).stdout.strip()
 
 
-def resolve(worktree: Path, backend: Backend, request: AgentRequest, conflicts: Sequence[str]) -> Resolution:
-    """Run the merger agent on the conflicted merge in `worktree` (made by prepare())."""
-    run = backend.start(request)
-    events: list[AgentEvent] = []
-    for event in run.events():
-        if len(events) < 2000:
-            events.append(event)
-    result = run.result
-    if not result.ok:
-        return Resolution(False, error=f"the merger failed: {result.error}", usage=result.usage, transcript=events,
+class MergerJob(threading.Thread):
+    """Resolves one conflicted merge off the coordinator's thread and posts
+    ("resolved", task, n, MergerOutcome) back through the queue. It never writes state."""
+
+    def __init__(self, *, repo_dir: Path, worktree: Path, tip: str, commit: str, backend: Backend,
+                 request: AgentRequest, out: "queue.Queue[tuple[str, str, int, Any]]"):
+        super().__init__(name=f"merger-{request.task.id}-{request.attempt}", daemon=True)
+        self.repo_dir = repo_dir
+        self.worktree = worktree
+        self.tip = tip
+        self.commit = commit
+        self.backend = backend
+        self.request = request
+        self.out = out
+        self.stop_event = threading.Event()
+        self._lock = threading.Lock()
+        self._run: Any = None
+
+    def stop(self, reason: str) -> None:
+        self.stop_event.set()
+        with self._lock:
+            run = self._run
+        if run is not None:
+            run.stop(reason)
+
+    def run(self) -> None:
+        try:
+            resolution = self._resolve()
+        except Exception as exc:  # a job must always report back
+            resolution = Resolution(False, error=f"the merger could not run: {type(exc).__name__}: {exc}")
+        stopped = self.stop_event.is_set()
+        self.out.put(("resolved", self.request.task.id, self.request.attempt,
+                      MergerOutcome(self.tip, resolution, stopped=stopped)))
+
+    def _resolve(self) -> Resolution:
+        conflicts = prepare(self.repo_dir, self.worktree, self.tip, self.commit, self.request.env)
+        if not conflicts:
+            return Resolution(True, tree=finish(self.worktree, self.request.env), summary="git merged it without conflicts")
+        request = replace(self.request, workdir=self.worktree,
+                          prompt=self.request.prompt.replace("{conflicts}", "\n".join(f"- {c}" for c in conflicts)))
+        with self._lock:
+            if self.stop_event.is_set():
+                return Resolution(False, error="stopped before the merger started")
+            self._run = self.backend.start(request)
+        run = self._run
+        events: list[AgentEvent] = []
+        for event in run.events():
+            if len(events) < 2000:
+                events.append(event)
+        result = run.result
+        if not result.ok:
+            return Resolution(False, error=f"the merger failed: {result.error}", usage=result.usage,
+                              transcript=events, summary=result.summary)
+        why = check_resolved(self.worktree, conflicts)
+        if why is not None:
+            return Resolution(False, error=f"the merger left the conflict unresolved: {why}", usage=result.usage,
+                              transcript=events, summary=result.summary)
+        return Resolution(True, tree=finish(self.worktree, self.request.env), usage=result.usage, transcript=events,
                           summary=result.summary)
-    why = check_resolved(worktree, conflicts)
-    if why is not None:
-        return Resolution(False, error=f"the merger left the conflict unresolved: {why}", usage=result.usage,
-                          transcript=events, summary=result.summary)
-    tree = finish(worktree, request.env)
-    return Resolution(True, tree=tree, usage=result.usage, transcript=events, summary=result.summary)
 
 
-__all__ = ["Resolution", "check_resolved", "finish", "marker_lines", "merger_prompt", "prepare", "resolve"]
+@dataclass
+class MergerOutcome:
+    tip: str  # the swarm tip the resolution is a merge onto
+    resolution: Resolution
+    stopped: bool = False
+
+
+__all__ = ["MergerJob", "MergerOutcome", "Resolution", "check_resolved", "finish", "marker_lines", "merger_prompt",
+           "prepare"]
