@@ -161,6 +161,10 @@ def _print_run_header(state: RunState, live: bool) -> None:
     out.print(f"tasks:   {len(state.tasks)} ({summary or 'none yet'})", markup=False)
     u = r.usage
     out.print(f"usage:   {views.tokens(u.total_tokens)} tokens, {views.money(u.cost_usd)}", markup=False)
+    by_role = views.usage_by_role(state)
+    if len(by_role) > 1 or any(x.total_tokens or x.cost_usd for x in by_role.values()):
+        parts = [f"{role} {views.tokens(x.total_tokens)} / {views.money(x.cost_usd)}" for role, x in sorted(by_role.items())]
+        out.print(f"by role: {', '.join(parts)}", markup=False)
     out.print(f"time:    started {views.short_time(r.created)}, {'ran' if r.ended else 'running for'} {views.duration(r.created, r.ended)}", markup=False)
     if not r.phase.ended:
         out.print(f"coordinator: {'alive' if live else 'not running (resume it with `gitswarm resume ' + r.id + '`)'}", markup=False)

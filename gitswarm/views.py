@@ -73,6 +73,21 @@ def counts(state: RunState) -> dict[str, int]:
     return out
 
 
+def usage_by_role(state: RunState) -> dict[str, Usage]:
+    """Tokens and cost per role, from every attempt (the planner's usage is the run's
+    total minus the attempts', shown as role "planner" when there is any)."""
+    by: dict[str, Usage] = {}
+    for t in state.tasks.values():
+        for a in t.attempts:
+            key = a.role or a.agent.rsplit("-", 1)[0]
+            by[key] = by.get(key, Usage()) + a.usage
+    rest = state.run.usage.total_tokens - sum(u.total_tokens for u in by.values())
+    rest_cost = round(state.run.usage.cost_usd - sum(u.cost_usd for u in by.values()), 9)
+    if rest > 0 or rest_cost > 0:
+        by["planner"] = by.get("planner", Usage()) + Usage(input_tokens=max(0, rest), cost_usd=max(0.0, rest_cost))
+    return by
+
+
 def status_json(state: RunState, state_commit: str | None = None, lease: Mapping[str, Any] | None = None, live: bool = False) -> dict[str, Any]:
     r = state.run
     waves = task_waves(state)
@@ -91,6 +106,7 @@ def status_json(state: RunState, state_commit: str | None = None, lease: Mapping
         "merge_in_flight": dict(r.merge_in_flight) if r.merge_in_flight else None,
         "finalized": dict(r.finalized) if r.finalized else None,
         "usage": usage_json(r.usage),
+        "usage_by_role": {role: usage_json(u) for role, u in sorted(usage_by_role(state).items())},
         "counts": counts(state),
         "tasks": [task_json(t, waves.get(t.id)) for t in sorted(state.tasks.values(), key=lambda t: (waves.get(t.id, 0), t.id))],
         "agents": [a.to_json() for a in state.agents.values()],
