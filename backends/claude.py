@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 
 from gitswarm.backends.base import AgentEvent, AgentRequest, AgentResult, AgentRun
 from gitswarm.backends.pricing import priced
-from gitswarm.backends.process import ProcessRun, clip
+from gitswarm.backends.process import ProcessRun, clip, json_object
 from gitswarm.model import Usage
 
 # Tools that write files: their input names the file, reported as file_changed.
@@ -123,15 +123,11 @@ def result_error(obj: Mapping[str, Any]) -> str | None:
 
 def parse_line(line: str, summary_limit: int = SUMMARY_LIMIT) -> list[AgentEvent]:
     """One stdout line of Claude Code as normalised events (pure)."""
-    text = line.strip()
-    if not text:
+    obj = json_object(line)
+    if obj is None:
         return []
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        return [AgentEvent("message", clip(line, 2000), data={"malformed": True})]
-    if not isinstance(obj, dict):
-        return [AgentEvent("message", clip(line, 2000), data={"malformed": True})]
+    if isinstance(obj, AgentEvent):
+        return [obj]
     kind = obj.get("type")
     if kind == "system":
         if obj.get("subtype") == "init":

@@ -22,12 +22,11 @@ Traps handled here:
 
 from __future__ import annotations
 
-import json
 from typing import Any, Mapping, Sequence
 
 from gitswarm.backends.base import AgentEvent, AgentRequest, AgentResult, AgentRun
 from gitswarm.backends.pricing import priced
-from gitswarm.backends.process import ProcessRun, clip
+from gitswarm.backends.process import ProcessRun, clip, json_object
 from gitswarm.model import Usage
 
 DEFAULT_SANDBOX = "workspace-write"
@@ -95,15 +94,11 @@ def _item_events(phase: str, item: Mapping[str, Any]) -> list[AgentEvent]:
 
 def parse_line(line: str) -> list[AgentEvent]:
     """One stdout line of `codex exec --json` as normalised events (pure)."""
-    text = line.strip()
-    if not text:
+    obj = json_object(line)
+    if obj is None:
         return []
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        return [AgentEvent("message", clip(line, 2000), data={"malformed": True})]
-    if not isinstance(obj, dict):
-        return [AgentEvent("message", clip(line, 2000), data={"malformed": True})]
+    if isinstance(obj, AgentEvent):
+        return [obj]
     kind = obj.get("type")
     if kind == "thread.started":
         return [AgentEvent("message", f"thread {obj.get('thread_id')}", data={"thread": obj.get("thread_id")})]

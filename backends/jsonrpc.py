@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from gitswarm.backends.process import LineCutter
+
 MAX_LINE_BYTES = 1024 * 1024  # one JSON-RPC message is one line: cut less eagerly than CLI output
 READ_CHUNK = 64 * 1024
 QUEUE_BYTES = 8 * 1024 * 1024  # bound on output read but not yet handed out
@@ -208,9 +210,7 @@ class StdioJsonRpc:
 
     def _reader(self, stream: str, fd: int) -> None:
         """Read one pipe until EOF (or until told to give up); hand lines to the queue."""
-        limit = self.max_line_bytes
-        head = bytearray()
-        dropped = 0
+        cutter = LineCutter(self.max_line_bytes)
         poller = select.poll()
         poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
         try:
@@ -224,26 +224,12 @@ class StdioJsonRpc:
                 if not chunk:
                     break
                 self.last_activity = time.monotonic()
-                lines: list[tuple[bytes, int]] = []
-                start = 0
-                while True:
-                    nl = chunk.find(b"\n", start)
-                    end = len(chunk) if nl < 0 else nl
-                    room = limit - len(head)
-                    if room > 0:
-                        head += chunk[start:start + min(room, end - start)]
-                    dropped += max(0, end - start - max(room, 0))
-                    if nl < 0:
-                        break
-                    lines.append((bytes(head), dropped))
-                    head, dropped, start = bytearray(), 0, nl + 1
-                    if len(lines) >= BATCH_LINES:
-                        self._put((stream, lines))
-                        lines = []
-                if lines:
-                    self._put((stream, lines))
-            if (head or dropped) and not self._abandon.is_set():
-                self._put((stream, [(bytes(head), dropped)]))
+                lines = cutter.feed(chunk)
+                for i in range(0, len(lines), BATCH_LINES):
+                    self._put((stream, lines[i:i + BATCH_LINES]))
+            rest = cutter.rest()
+            if rest is not None and not self._abandon.is_set():
+                self._put((stream, [rest]))
         finally:
             self._put((stream, _EOF))
 

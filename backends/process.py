@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import json
 import os
 import queue
 import select
@@ -94,6 +95,54 @@ class Watchdog:
         if self.heartbeat_timeout is not None and now - last_activity >= self.heartbeat_timeout:
             return heartbeat_error(self.heartbeat_timeout)
         return None
+
+
+class LineCutter:
+    """Splits a byte stream into lines of at most `limit` bytes. A longer line keeps its
+    first `limit` bytes and counts the rest as dropped, so memory stays bounded however
+    long a line the child writes. Each line comes out as (bytes, dropped)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.head = bytearray()  # the current line so far, at most `limit` bytes
+        self.dropped = 0  # bytes of the current line beyond the limit
+
+    def feed(self, chunk: bytes) -> list[tuple[bytes, int]]:
+        """The lines `chunk` completes."""
+        lines: list[tuple[bytes, int]] = []
+        start = 0
+        while True:
+            nl = chunk.find(b"\n", start)
+            end = len(chunk) if nl < 0 else nl
+            room = self.limit - len(self.head)
+            if room > 0:
+                self.head += chunk[start:start + min(room, end - start)]
+            self.dropped += max(0, end - start - max(room, 0))
+            if nl < 0:
+                return lines
+            lines.append((bytes(self.head), self.dropped))
+            self.head, self.dropped, start = bytearray(), 0, nl + 1
+
+    def rest(self) -> tuple[bytes, int] | None:
+        """The unfinished last line at end of stream, if any."""
+        if self.head or self.dropped:
+            return bytes(self.head), self.dropped
+        return None
+
+
+def json_object(line: str) -> dict[str, Any] | AgentEvent | None:
+    """A JSON-lines CLI's output line: the object, a `message` event marked malformed
+    for anything that is not one JSON object, or None for a blank line."""
+    text = line.strip()
+    if not text:
+        return None
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        obj = None
+    if not isinstance(obj, dict):
+        return AgentEvent("message", clip(line, 2000), data={"malformed": True})
+    return obj
 
 
 def _event_size(event: AgentEvent) -> int:
@@ -479,9 +528,7 @@ class ProcessRun(SingleUseRun):
 
     def _reader(self, stream: str, fd: int) -> None:
         """Read one pipe until EOF (or until told to give up); hand lines to the queue."""
-        limit = self.max_line_bytes
-        head = bytearray()  # the current line, at most `limit` bytes
-        dropped = 0  # bytes of the current line beyond the limit
+        cutter = LineCutter(self.max_line_bytes)
         poller = select.poll()
         poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
         try:
@@ -495,29 +542,13 @@ class ProcessRun(SingleUseRun):
                 if not chunk:
                     break
                 self._last_activity = time.monotonic()
-                lines: list[tuple[bytes, int]] = []
-                start = 0
-                while True:
-                    nl = chunk.find(b"\n", start)
-                    end = len(chunk) if nl < 0 else nl
-                    room = limit - len(head)
-                    seg_len = end - start
-                    if room > 0:
-                        head += chunk[start:start + min(room, seg_len)]
-                    dropped += max(0, seg_len - max(room, 0))
-                    if nl < 0:
-                        break
-                    lines.append((bytes(head), dropped))
-                    head = bytearray()
-                    dropped = 0
-                    start = nl + 1
-                    if len(lines) >= BATCH_LINES:  # 64 KiB of empty lines is 65,536 lines
-                        self._put((stream, lines))
-                        lines = []
-                if lines:
-                    self._put((stream, lines))
-            if (head or dropped) and not self._abandon.is_set():
-                self._put((stream, [(bytes(head), dropped)]))
+                lines = cutter.feed(chunk)
+                # Batches: 64 KiB of empty lines is 65,536 lines, and the queue is bounded by items.
+                for i in range(0, len(lines), BATCH_LINES):
+                    self._put((stream, lines[i:i + BATCH_LINES]))
+            rest = cutter.rest()
+            if rest is not None and not self._abandon.is_set():
+                self._put((stream, [rest]))
         finally:
             self._put((stream, _EOF))
 
@@ -593,11 +624,13 @@ __all__ = [
     "TRANSCRIPT_BYTES",
     "TRANSCRIPT_EVENTS",
     "FailedRun",
+    "LineCutter",
     "ProcessRun",
     "Transcript",
     "Watchdog",
     "clip",
     "describe_exit",
     "heartbeat_error",
+    "json_object",
     "timeout_error",
 ]

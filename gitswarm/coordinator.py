@@ -32,7 +32,7 @@ from gitswarm.hooks import lifecycle
 from gitswarm.hooks.worker import install_hooks, worker_env, write_excludes_file
 
 from . import gates, gitops, judges, merger, scope, verify
-from .config import SwarmConfig
+from .config import RoleConfig, SwarmConfig
 from .errors import GitswarmError
 from .model import Agent, RunPhase, RunState, TaskStatus, Usage
 from .context import compute_context
@@ -433,6 +433,20 @@ class Coordinator:
                     self.report(f"{task_id}#{attempt.n}: message not delivered: {why_not}")
                     self.rs.append({"type": "run_note", "text": f"{task_id}: message not delivered: {why_not}"})
 
+    def _role_request(self, role: RoleConfig, agent: Agent, spec: Any, n: int, prompt: str, workdir: Path,
+                      timeout: float | None, *, session: str | None = None, extra: dict[str, Any] | None = None) -> AgentRequest:
+        """A request for one agent of `role` (worker, judge or merger): the attempt's
+        environment (trailer hooks, identity, excludes) plus the role's, its CLI settings
+        and the price of its model."""
+        env = worker_env(hooks_dir=self.paths.hooks, run_id=self.run_id, task_id=spec.id, attempt=n, agent=agent,
+                         committer=self.committer, excludes_file=self.paths.excludes)
+        env.update(role.env)
+        options = {**role_options(role, self.config.prices.get(agent.model or "")), **(extra or {})}
+        return AgentRequest(task=spec, attempt=n, prompt=prompt, workdir=workdir, role_id=role.role_id,
+                            backend=role.backend, agent_id=agent.id, model=agent.model, command=role.command,
+                            args=tuple(role.args), env=env, options=options, session=session, timeout=timeout,
+                            heartbeat_timeout=self.config.watchdog.heartbeat_timeout_seconds)
+
     def _backend(self, name: str) -> Backend:
         if name not in self.backends:
             self.backends[name] = get_backend(name)
@@ -514,30 +528,13 @@ class Coordinator:
                 "prompt": prompt,
             },
         )
-        env = worker_env(hooks_dir=self.paths.hooks, run_id=self.run_id, task_id=task_id, attempt=n, agent=agent, committer=self.committer, excludes_file=self.paths.excludes)
-        env.update(role.env)
-        options = role_options(role, self.config.prices.get(agent.model or ""))
         session = resumable_session(task.attempts, role.backend)
+        extra: dict[str, Any] = {}
         if session is not None:
             # Resuming CLIs report the session's running totals: what it used before.
-            options["session_usage"] = sum((a.usage for a in task.attempts if a.session == session), Usage()).to_json()
-        request = AgentRequest(
-            task=task.spec,
-            attempt=n,
-            prompt=prompt,
-            workdir=self.paths.worktree(task_id),
-            role_id=role_id,
-            backend=role.backend,
-            agent_id=agent_id,
-            model=agent.model,
-            command=role.command,
-            args=tuple(role.args),
-            env=env,
-            options=options,
-            session=session,
-            timeout=self.config.watchdog.task_max_duration_seconds,
-            heartbeat_timeout=self.config.watchdog.heartbeat_timeout_seconds,
-        )
+            extra["session_usage"] = sum((a.usage for a in task.attempts if a.session == session), Usage()).to_json()
+        request = self._role_request(role, agent, task.spec, n, prompt, self.paths.worktree(task_id),
+                                     self.config.watchdog.task_max_duration_seconds, session=session, extra=extra)
         worker = AttemptWorker(repo_dir=self.repo_dir, config=self.config, path=request.workdir, branch=branch, base=base, request=request, backend=self._backend(role.backend), out=self.queue)
         self.workers[task_id] = worker
         if self.config.hooks.task_started:
@@ -891,18 +888,9 @@ class Coordinator:
         tip = gitops.resolve_commit(self.repo_dir, f"refs/heads/{swarm_branch(self.run_id)}")
         agent = Agent(id=f"{role.role_id}-resolver", role=role.role_id, backend=role.backend,
                       model=self.config.model_for(role) or None)
-        env = worker_env(hooks_dir=self.paths.hooks, run_id=self.run_id, task_id=task_id, attempt=n, agent=agent,
-                         committer=self.committer, excludes_file=self.paths.excludes)
-        env.update(role.env)
-        request = AgentRequest(
-            task=task.spec, attempt=n,
-            prompt=merger.merger_prompt(task.spec, None, attempt.summary, tip, commit),
-            workdir=self.paths.worktrees / f".merge-{task_id}", role_id=role.role_id, backend=role.backend,
-            agent_id=agent.id, model=agent.model, command=role.command, args=tuple(role.args), env=env,
-            options=role_options(role, self.config.prices.get(agent.model or "")),
-            timeout=role.timeout_seconds or self.config.watchdog.task_max_duration_seconds,
-            heartbeat_timeout=self.config.watchdog.heartbeat_timeout_seconds,
-        )
+        request = self._role_request(role, agent, task.spec, n, merger.merger_prompt(task.spec, None, attempt.summary, tip, commit),
+                                     self.paths.worktrees / f".merge-{task_id}",
+                                     role.timeout_seconds or self.config.watchdog.task_max_duration_seconds)
         job = merger.MergerJob(repo_dir=self.repo_dir, worktree=request.workdir, tip=tip, commit=commit,
                                backend=self._backend(role.backend), request=request, out=self.queue)
         self.pending_resolution[task_id] = (checks, conflicts, score, usage)
@@ -1047,25 +1035,9 @@ class Coordinator:
             role = self.config.role(role_id)
             assert role is not None
             agent = Agent(id=f"{role_id}-judge", role=role_id, backend=role.backend, model=self.config.model_for(role) or None)
-            env = worker_env(hooks_dir=self.paths.hooks, run_id=self.run_id, task_id=task.id, attempt=attempt.n, agent=agent,
-                             committer=self.committer, excludes_file=self.paths.excludes)
-            env.update(role.env)
-            request = AgentRequest(
-                task=task.spec,
-                attempt=attempt.n,
-                prompt=prompt,
-                workdir=worktree if worktree is not None else self.repo_dir,
-                role_id=role_id,
-                backend=role.backend,
-                agent_id=agent.id,
-                model=agent.model,
-                command=role.command,
-                args=tuple(role.args),
-                env=env,
-                options=role_options(role, self.config.prices.get(agent.model or "")),
-                timeout=role.timeout_seconds or self.config.watchdog.task_max_duration_seconds or JUDGE_TIMEOUT,
-                heartbeat_timeout=self.config.watchdog.heartbeat_timeout_seconds,
-            )
+            request = self._role_request(role, agent, task.spec, attempt.n, prompt,
+                                         worktree if worktree is not None else self.repo_dir,
+                                         role.timeout_seconds or self.config.watchdog.task_max_duration_seconds or JUDGE_TIMEOUT)
             calls.append(verify.JudgeCall(role_id, self._backend(role.backend), request))
         if worktree is None:
             return []  # no read-only place to run them: the check says "not judged"

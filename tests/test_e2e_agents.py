@@ -19,6 +19,14 @@ from .runkit import first_parent_merges, gitswarm, note, trailers
 
 IN, OUT = 100, 20  # tokens the fake API reports per request
 
+# What the fake model tells Codex to do for each task: shell commands, then an answer.
+CODEX_SCRIPTS = {
+    "Task add:": [Shell("printf 'def add(a, b):\\n    return a + b\\n' > calc/add.py"), Text("Added add().")],
+    "Task sub:": [Shell("printf 'def sub(a, b):\\n    return a - b\\n' > calc/sub.py"), Text("Added sub().")],
+    "Task api:": [Shell("printf 'from .add import add\\nfrom .sub import sub\\n' > calc/__init__.py && "
+                        "printf '\\nExports add, sub.\\n' >> README.md"), Text("Exported both.")],
+}
+
 TASKS = """\
 goal: A tiny calculator package.
 tasks:
@@ -104,12 +112,7 @@ def _check_add_and_sub(repo: Path, state, requests: int) -> None:
 def test_three_tasks_with_the_real_codex(tmp_path: Path) -> None:
     codex = require("codex")
     repo = make_repo(tmp_path / "repo", {"README.md": "# calc\n", "calc/__init__.py": ""})
-    scripts = {
-        "Task add:": [Shell("printf 'def add(a, b):\\n    return a + b\\n' > calc/add.py"), Text("Added add().")],
-        "Task sub:": [Shell("printf 'def sub(a, b):\\n    return a - b\\n' > calc/sub.py"), Text("Added sub().")],
-        "Task api:": [Shell("printf 'from .add import add\\nfrom .sub import sub\\n' > calc/__init__.py && "
-                            "printf '\\nExports add, sub.\\n' >> README.md"), Text("Exported both.")],
-    }
+    scripts = CODEX_SCRIPTS
     with FakeAPI(scripts) as api:
         cfg = _config(tmp_path / "swarm.yaml", {"role_id": "cx", "backend": "codex", "command": codex,
                                                  "model": "gpt-fake", "count": 2, "env": codex_env(tmp_path / "home"),
@@ -135,12 +138,7 @@ def test_three_tasks_with_one_long_lived_codex_over_app_server(tmp_path: Path) -
     """codex-mcp: one agent, one Codex process for the whole run, a thread per task."""
     codex = require("codex")
     repo = make_repo(tmp_path / "repo", {"README.md": "# calc\n", "calc/__init__.py": ""})
-    scripts = {
-        "Task add:": [Shell("printf 'def add(a, b):\\n    return a + b\\n' > calc/add.py"), Text("Added add().")],
-        "Task sub:": [Shell("printf 'def sub(a, b):\\n    return a - b\\n' > calc/sub.py"), Text("Added sub().")],
-        "Task api:": [Shell("printf 'from .add import add\\nfrom .sub import sub\\n' > calc/__init__.py && "
-                            "printf '\\nExports add, sub.\\n' >> README.md"), Text("Exported both.")],
-    }
+    scripts = CODEX_SCRIPTS
     with FakeAPI(scripts) as api:
         cfg = _config(tmp_path / "swarm.yaml", {"role_id": "cx", "backend": "codex-mcp", "command": codex,
                                                  "model": "gpt-fake", "count": 1, "env": codex_env(tmp_path / "home"),

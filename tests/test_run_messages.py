@@ -84,7 +84,7 @@ roles:
   - role_id: sh
     backend: command
     command: /bin/sh
-    args: ["-c", "echo working; sleep 1.5; echo done > c.txt"]
+    args: ["-c", "echo working; sleep 4; echo done > c.txt"]
 """)
     tf = write_tasks(tmp_path, "tasks:\n  - {id: c, title: C, files: [c.txt]}\n")
     proc = gitswarm_bg(repo, "start", str(cfg), "--tasks-file", str(tf), "--run-id", "r1")
