@@ -70,64 +70,32 @@ Reader = Callable[[str], "bytes | None"]
 # ---------------------------------------------------------------- test command
 
 
-NPM_PLACEHOLDER = "no test specified"
-
-
 def detect_test_command(files: Iterable[str], read: Callable[[str], "bytes | None"]) -> str | None:
-    """The command that runs a project's tests, from the files at its root; None when
-    nothing says. `files` are repository-relative paths ('/'-separated, as git lists
-    them); `read(path)` returns a file's bytes, or None if it cannot be read.
-
-    In this order (the first that applies wins):
-    1. pytest configured: pytest.ini, `[tool.pytest.ini_options]` in pyproject.toml,
-       `[tool:pytest]` in setup.cfg, `[pytest]` in tox.ini, or a root conftest.py
-       -> `python -m pytest` (the interpreter's pytest, with the worktree importable);
-    2. Cargo.toml -> `cargo test`;
-    3. go.mod -> `go test ./...`;
-    4. package.json whose `scripts.test` is set and not npm's placeholder -> `npm test`;
-    5. Python test files (test_*.py or *_test.py anywhere) -> `python -m pytest`.
-    A configured `gates.test_command` is not seen here: callers let it win.
-    """
+    """The command that runs a project's tests, as the test gate detects it
+    (gitswarm.verify.detect_runner: a pytest configuration or conftest.py, a package.json
+    test script, Cargo.toml, go.mod, Python test files, a Makefile `test` target), shown
+    as a person types it; None when nothing says. `files` are repository-relative paths
+    ('/'-separated, as git lists them); `read(path)` returns a root file's bytes, or None.
+    A configured `gates.test_command` is not seen here: callers let it win."""
     found = detect_test_command_why(files, read)
     return found[0] if found else None
 
 
 def detect_test_command_why(files: Iterable[str], read: Callable[[str], "bytes | None"]) -> tuple[str, str] | None:
     """`detect_test_command` with the reason: (command, why)."""
+    from .verify import detect_runner, display_command  # the gate's own rules, one place
+
     paths = list(files)
-    root = set(p for p in paths if "/" not in p)
 
-    def text(path: str) -> str:
-        data = read(path) if path in root else None
-        return data.decode("utf-8", errors="replace") if data else ""
+    def text(path: str) -> str | None:
+        data = read(path)
+        return data.decode("utf-8", errors="replace") if data is not None else None
 
-    if "pytest.ini" in root:
-        return "python -m pytest", "pytest.ini"
-    if "pyproject.toml" in root and re.search(r"^\s*\[tool\.pytest\.ini_options\]", text("pyproject.toml"), re.MULTILINE):
-        return "python -m pytest", "pyproject.toml configures pytest"
-    if "setup.cfg" in root and re.search(r"^\s*\[tool:pytest\]", text("setup.cfg"), re.MULTILINE):
-        return "python -m pytest", "setup.cfg configures pytest"
-    if "tox.ini" in root and re.search(r"^\s*\[pytest\]", text("tox.ini"), re.MULTILINE):
-        return "python -m pytest", "tox.ini configures pytest"
-    if "conftest.py" in root:
-        return "python -m pytest", "conftest.py"
-    if "Cargo.toml" in root:
-        return "cargo test", "Cargo.toml"
-    if "go.mod" in root:
-        return "go test ./...", "go.mod"
-    if "package.json" in root:
-        try:
-            scripts = json.loads(text("package.json") or "{}").get("scripts") or {}
-        except (ValueError, AttributeError):
-            scripts = {}
-        test = scripts.get("test") if isinstance(scripts, dict) else None
-        if isinstance(test, str) and test.strip() and NPM_PLACEHOLDER not in test:
-            return "npm test", "package.json has a test script"
-    for p in paths:
-        base = posixpath.basename(p)
-        if base.endswith(".py") and (base.startswith("test_") or base.endswith("_test.py")):
-            return "python -m pytest", f"Python test files ({p})"
-    return None
+    found = detect_runner(paths, text)
+    if found is None:
+        return None
+    runner, why = found
+    return display_command(runner, paths), why
 
 
 # ---------------------------------------------------------------- related tests

@@ -108,40 +108,13 @@ def languages(files: Iterable[str], limit: int = 8) -> list[tuple[str, int]]:
 
 def detect_test_command(files: Sequence[str], contents: Mapping[str, str], configured: str | None = None) -> str | None:
     """The command that runs the project's tests: the config's `gates.test_command` if
-    set; else pytest when pytest is configured, `npm test` when package.json has a real
-    test script, `cargo test`, `go test ./...`, and last pytest when there are Python
-    test files (pytest also runs unittest tests)."""
+    set, else what the test gate would detect (gitswarm.verify.detect_runner)."""
     if configured and configured.strip():
         return configured.strip()
-    names = set(files)
-    if _pytest_configured(names, contents):
-        return "pytest"
-    if "package.json" in names and _npm_has_tests(contents.get("package.json", "")):
-        return "npm test"
-    if "Cargo.toml" in names:
-        return "cargo test"
-    if "go.mod" in names:
-        return "go test ./..."
-    if any(_is_python_test(f) for f in files):
-        return "pytest"
-    return None
+    from .verify import detect_runner, display_command  # the gate's own rules, one place
 
-
-def _pytest_configured(names: set[str], contents: Mapping[str, str]) -> bool:
-    if "pytest.ini" in names or "conftest.py" in names:
-        return True
-    return ("[tool.pytest" in contents.get("pyproject.toml", "")
-            or "[tool:pytest]" in contents.get("setup.cfg", "")
-            or "[pytest]" in contents.get("tox.ini", ""))
-
-
-def _npm_has_tests(package_json: str) -> bool:
-    try:
-        scripts = json.loads(package_json).get("scripts") or {}
-    except (ValueError, AttributeError):
-        return False
-    test = scripts.get("test") if isinstance(scripts, dict) else None
-    return isinstance(test, str) and bool(test.strip()) and _NPM_NO_TESTS not in test
+    found = detect_runner(list(files), contents.get)
+    return display_command(found[0], files) if found else None
 
 
 def _is_python_test(path: str) -> bool:

@@ -106,7 +106,7 @@ def pytest_configured(paths: set[str], read: Callable[[str], str | None]) -> str
             return name
     for name, marker in (("pyproject.toml", "[tool.pytest"), ("tox.ini", "[pytest]"), ("setup.cfg", "[tool:pytest]")):
         if name in paths and _read_config(read, name, marker):
-            return f"{name} {marker}"
+            return f"{name} configures pytest"
     return None
 
 
@@ -141,6 +141,14 @@ def detect_runner(paths: Sequence[str], read: Callable[[str], str | None]) -> tu
         if name in present and _MAKE_TEST.search(read(name) or ""):
             return "make", f"{name} test target"
     return None
+
+
+def display_command(runner: str, paths: Sequence[str] = ()) -> str:
+    """A detected runner's command as a person types it (for prompts and summaries; the
+    gate itself runs `command_for`, with a chosen interpreter)."""
+    if runner == "pytest":
+        return "python -m pytest"
+    return command_for(runner, None, True, paths) or runner
 
 
 def runner_of(command: str) -> str:

@@ -64,9 +64,10 @@ def detect(files: Mapping[str, str | bytes]) -> str | None:
         ({"pyproject.toml": "[project]\nname='x'\n", "README.md": ""}, None),  # no pytest section, no tests
         ({"README.md": "", "sub/Cargo.toml": ""}, None),  # only root files count
         ({}, None),
-        # The first rule that applies wins: pytest config before cargo before go before npm.
+        # The first rule that applies wins, as in the test gate: a pytest configuration,
+        # then a package.json test script, Cargo.toml, go.mod, loose test files.
         ({"pytest.ini": "", "Cargo.toml": "", "package.json": json.dumps({"scripts": {"test": "jest"}})}, "python -m pytest"),
-        ({"go.mod": "", "package.json": json.dumps({"scripts": {"test": "jest"}})}, "go test ./..."),
+        ({"go.mod": "", "package.json": json.dumps({"scripts": {"test": "jest"}})}, "npm test"),
         ({"package.json": json.dumps({"scripts": {"test": "jest"}}), "tools/test_gen.py": ""}, "npm test"),
     ],
 )

@@ -258,12 +258,12 @@ def test_languages_count_files() -> None:
     ("files", "contents", "configured", "expected"),
     [
         (["a.py"], {}, "make check", "make check"),
-        (["pyproject.toml", "a.py"], {"pyproject.toml": "[tool.pytest.ini_options]\n"}, None, "pytest"),
+        (["pyproject.toml", "a.py"], {"pyproject.toml": "[tool.pytest.ini_options]\n"}, None, "python -m pytest"),
         (["package.json"], {"package.json": '{"scripts": {"test": "jest"}}'}, None, "npm test"),
         (["package.json"], {"package.json": '{"scripts": {"test": "echo \\"Error: no test specified\\" && exit 1"}}'}, None, None),
         (["Cargo.toml", "src/main.rs"], {}, None, "cargo test"),
         (["go.mod", "main.go"], {}, None, "go test ./..."),
-        (["pkg/a.py", "tests/test_a.py"], {}, None, "pytest"),
+        (["pkg/a.py", "tests/test_a.py"], {}, None, "python -m pytest"),
         (["pkg/a.py"], {}, None, None),
     ],
 )
@@ -285,7 +285,7 @@ def test_summary_renders_bounded(tmp_path: Path) -> None:
     files, contents = read_commit(repo, git(repo, "rev-parse", "HEAD"))
     assert files == ["README.md", "calc/__init__.py", "tests/test_calc.py"]
     text = render(summarize(files, contents))
-    assert "3 tracked files." in text and "Python 2" in text and "Test command: `pytest`." in text
+    assert "3 tracked files." in text and "Python 2" in text and "Test command: `python -m pytest`." in text
     assert "- calc/__init__.py:\n  - def version() (line 1)" in text
     big = summarize([f"m{i}.py" for i in range(300)], {f"m{i}.py": "".join(f"def f{j}(): pass\n" for j in range(20)) for i in range(300)})
     assert len(big.symbols) == 200 and big.symbols_left_out > 0
