@@ -27,7 +27,6 @@ import json
 import os
 import queue
 import re
-import select
 import signal
 import subprocess
 import threading
@@ -36,12 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from gitswarm.backends.process import LineCutter
+from gitswarm.backends.process import read_pipe_lines
 
 MAX_LINE_BYTES = 1024 * 1024  # one JSON-RPC message is one line: cut less eagerly than CLI output
 READ_CHUNK = 64 * 1024
 QUEUE_BYTES = 8 * 1024 * 1024  # bound on output read but not yet handed out
-BATCH_LINES = 256  # lines per queue item, so the queue's bound holds for tiny lines too
 POLL_INTERVAL = 0.1
 STDERR_TAIL = 20
 EXIT_DRAIN = 1.0  # after the child died: how long to wait for the pipes to reach EOF
@@ -209,29 +207,10 @@ class StdioJsonRpc:
         return "stdout" in self._open_streams
 
     def _reader(self, stream: str, fd: int) -> None:
-        """Read one pipe until EOF (or until told to give up); hand lines to the queue."""
-        cutter = LineCutter(self.max_line_bytes)
-        poller = select.poll()
-        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-        try:
-            while not self._abandon.is_set():
-                if not poller.poll(int(POLL_INTERVAL * 1000)):
-                    continue
-                try:
-                    chunk = os.read(fd, READ_CHUNK)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                self.last_activity = time.monotonic()
-                lines = cutter.feed(chunk)
-                for i in range(0, len(lines), BATCH_LINES):
-                    self._put((stream, lines[i:i + BATCH_LINES]))
-            rest = cutter.rest()
-            if rest is not None and not self._abandon.is_set():
-                self._put((stream, [rest]))
-        finally:
-            self._put((stream, _EOF))
+        read_pipe_lines(stream, fd, self.max_line_bytes, self._put, self._abandon, self._touch, _EOF)
+
+    def _touch(self) -> None:
+        self.last_activity = time.monotonic()
 
     def _put(self, item: Any) -> None:
         while True:

@@ -130,6 +130,37 @@ class LineCutter:
         return None
 
 
+def read_pipe_lines(stream: str, fd: int, limit: int, put: Callable[[Any], None], abandon: threading.Event,
+                    touch: Callable[[], None], eof: object) -> None:
+    """A reader thread's loop: read the pipe `fd` until EOF (or until `abandon` is set),
+    cut it into lines of at most `limit` bytes, and `put` them as (stream, lines)
+    batches; (stream, eof) comes last, always. `touch()` marks output as activity for
+    the heartbeat. Reads with poll, so a reader can always be told to give up."""
+    cutter = LineCutter(limit)
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    try:
+        while not abandon.is_set():
+            if not poller.poll(int(POLL_INTERVAL * 1000)):
+                continue
+            try:
+                chunk = os.read(fd, READ_CHUNK)
+            except OSError:
+                break
+            if not chunk:
+                break
+            touch()
+            lines = cutter.feed(chunk)
+            # Batches: 64 KiB of empty lines is 65,536 lines, and queues are bounded by items.
+            for i in range(0, len(lines), BATCH_LINES):
+                put((stream, lines[i:i + BATCH_LINES]))
+        rest = cutter.rest()
+        if rest is not None and not abandon.is_set():
+            put((stream, [rest]))
+    finally:
+        put((stream, eof))
+
+
 def json_object(line: str) -> dict[str, Any] | AgentEvent | None:
     """A JSON-lines CLI's output line: the object, a `message` event marked malformed
     for anything that is not one JSON object, or None for a blank line."""
@@ -527,30 +558,10 @@ class ProcessRun(SingleUseRun):
             yield self._record(event)
 
     def _reader(self, stream: str, fd: int) -> None:
-        """Read one pipe until EOF (or until told to give up); hand lines to the queue."""
-        cutter = LineCutter(self.max_line_bytes)
-        poller = select.poll()
-        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-        try:
-            while not self._abandon.is_set():
-                if not poller.poll(int(POLL_INTERVAL * 1000)):
-                    continue
-                try:
-                    chunk = os.read(fd, READ_CHUNK)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                self._last_activity = time.monotonic()
-                lines = cutter.feed(chunk)
-                # Batches: 64 KiB of empty lines is 65,536 lines, and the queue is bounded by items.
-                for i in range(0, len(lines), BATCH_LINES):
-                    self._put((stream, lines[i:i + BATCH_LINES]))
-            rest = cutter.rest()
-            if rest is not None and not self._abandon.is_set():
-                self._put((stream, [rest]))
-        finally:
-            self._put((stream, _EOF))
+        read_pipe_lines(stream, fd, self.max_line_bytes, self._put, self._abandon, self._touch, _EOF)
+
+    def _touch(self) -> None:
+        self._last_activity = time.monotonic()
 
     def _put(self, item: Any) -> None:
         while True:
@@ -632,5 +643,6 @@ __all__ = [
     "describe_exit",
     "heartbeat_error",
     "json_object",
+    "read_pipe_lines",
     "timeout_error",
 ]

@@ -26,7 +26,6 @@ user's guide.
 from __future__ import annotations
 
 import bisect
-import json
 import os
 import posixpath
 import re

@@ -805,11 +805,10 @@ class Coordinator:
             if outcome.stopped:
                 self.report(f"{task_id}#{n}: gates interrupted; the attempt stays verifying (resume verifies it)")
                 return
-            state = self.rs.read()
-            task = state.tasks.get(task_id)
-            cur = task.current if task is not None else None
-            if task is None or cur is None or cur.n != n or task.status != TaskStatus.VERIFYING:
+            found = self._still_verifying(task_id, n)
+            if found is None:
                 return
+            _, _, cur = found
             base, commit = cur.base or "", cur.commit or cur.base or ""
             checks = verify.public_checks(outcome.checks)
             if outcome.conflicts:
@@ -834,6 +833,16 @@ class Coordinator:
         finally:
             if job is not None:
                 self.lane.release(job)
+
+    def _still_verifying(self, task_id: str, n: int) -> tuple[RunState, Any, Any] | None:
+        """(state, task, attempt) when attempt n of the task still waits for its verdict;
+        None when something else decided meanwhile (a retry, a skip, a stop)."""
+        state = self.rs.read()
+        task = state.tasks.get(task_id)
+        cur = task.current if task is not None else None
+        if task is None or cur is None or cur.n != n or task.status != TaskStatus.VERIFYING:
+            return None
+        return state, task, cur
 
     def _reject(self, task_id: str, n: int, base: str, commit: str, checks: list[dict[str, Any]], error: str, *,
                 score: float | None = None, usage: Usage | None = None, said: str | None = None) -> None:
@@ -916,11 +925,10 @@ class Coordinator:
         if outcome.stopped:
             self.report(f"{task_id}#{n}: the merger was stopped; the attempt stays verifying (resume verifies it)")
             return
-        state = self.rs.read()
-        task = state.tasks.get(task_id)
-        cur = task.current if task is not None else None
-        if task is None or cur is None or cur.n != n or task.status != TaskStatus.VERIFYING:
+        found = self._still_verifying(task_id, n)
+        if found is None:
             return
+        state, task, cur = found
         base, commit = cur.base or "", cur.commit or cur.base or ""
         res = outcome.resolution
         total = (usage or Usage()) + res.usage

@@ -133,7 +133,6 @@ def discard(repo_dir: Path, rs: RunStore, config: SwarmConfig) -> Finalized:
     state = rs.read()
     _require_ended(state)
     tip = _swarm_tip(repo_dir, state)
-    ref = f"refs/heads/{state.run.swarm_branch}"
     if gitops.branch_checked_out(repo_dir, state.run.swarm_branch or "") is not None:
         raise InputError(f"{state.run.swarm_branch} is checked out; switch away from it first")
     gitops.git(repo_dir, "update-ref", f"refs/attoswarm/{state.run.id}/discarded", tip)

@@ -15,7 +15,6 @@ thousand words; the planner agent can look further itself in its own worktree.
 from __future__ import annotations
 
 import ast
-import json
 import posixpath
 from collections import Counter
 from dataclasses import dataclass
