@@ -62,10 +62,14 @@ def minus(a: Usage, b: Usage) -> Usage:
                  0.0)
 
 
-def _item_events(phase: str, item: Mapping[str, Any]) -> list[AgentEvent]:
+SUMMARY_LIMIT = 2000  # the result's summary; a planner asks for more (options["summary_limit"])
+MESSAGE_LIMIT = 4000  # an agent message in the event stream
+
+
+def _item_events(phase: str, item: Mapping[str, Any], message_limit: int = MESSAGE_LIMIT) -> list[AgentEvent]:
     kind = item.get("type")
     if kind == "agent_message" and phase == "completed":
-        return [AgentEvent("message", clip(str(item.get("text", "")), 4000), data={"item": item.get("id")})]
+        return [AgentEvent("message", clip(str(item.get("text", "")), message_limit), data={"item": item.get("id")})]
     if kind == "reasoning" and phase == "completed":
         return [AgentEvent("message", clip(str(item.get("text", "")), 2000), data={"reasoning": True})]
     if kind == "command_execution":
@@ -92,7 +96,7 @@ def _item_events(phase: str, item: Mapping[str, Any]) -> list[AgentEvent]:
     return []
 
 
-def parse_line(line: str) -> list[AgentEvent]:
+def parse_line(line: str, message_limit: int = MESSAGE_LIMIT) -> list[AgentEvent]:
     """One stdout line of `codex exec --json` as normalised events (pure)."""
     obj = json_object(line)
     if obj is None:
@@ -103,7 +107,7 @@ def parse_line(line: str) -> list[AgentEvent]:
     if kind == "thread.started":
         return [AgentEvent("message", f"thread {obj.get('thread_id')}", data={"thread": obj.get("thread_id")})]
     if kind in ("item.started", "item.completed") and isinstance(obj.get("item"), dict):
-        return _item_events(kind.split(".", 1)[1], obj["item"])
+        return _item_events(kind.split(".", 1)[1], obj["item"], message_limit)
     if kind == "turn.completed":
         raw = obj.get("usage") if isinstance(obj.get("usage"), dict) else {}
         return [AgentEvent("finished", "turn completed", data={"ok": True, "usage": turn_usage(raw).to_json()})]
@@ -121,8 +125,10 @@ def parse_line(line: str) -> list[AgentEvent]:
 
 
 class CodexRun(ProcessRun):
-    def __init__(self, argv: Sequence[str], *, price: Mapping[str, float] | None, before: Usage, **kwargs: Any):
+    def __init__(self, argv: Sequence[str], *, price: Mapping[str, float] | None, before: Usage,
+                 summary_limit: int = SUMMARY_LIMIT, **kwargs: Any):
         self.price = price
+        self.summary_limit = summary_limit
         self.before = before  # the thread's tokens before this attempt (resume reports totals)
         self.thread: str | None = None
         self.turn: Mapping[str, Any] | None = None  # data of turn.completed / turn.failed
@@ -132,7 +138,7 @@ class CodexRun(ProcessRun):
 
     def parse_line(self, line: str) -> list[AgentEvent]:
         out: list[AgentEvent] = []
-        for event in parse_line(line):
+        for event in parse_line(line, max(MESSAGE_LIMIT, self.summary_limit)):
             if event.data.get("thread"):
                 self.thread = str(event.data["thread"])
             if event.kind == "error":
@@ -158,7 +164,7 @@ class CodexRun(ProcessRun):
                                error=f"codex ended without finishing its turn: {why}")
         ok = bool(self.turn.get("ok"))
         error = None if ok else str(self.turn.get("error") or self.last_error or "turn failed")
-        return AgentResult(ok=ok, summary=clip(summary, 2000), error=error, exit=exit_code, usage=self.usage,
+        return AgentResult(ok=ok, summary=clip(summary, self.summary_limit), error=error, exit=exit_code, usage=self.usage,
                            session=self.thread)
 
 
@@ -171,6 +177,7 @@ class CodexBackend:
             codex_argv(request.command or "codex", request),
             price=request.options.get("price"),
             before=before,
+            summary_limit=int(request.options.get("summary_limit") or SUMMARY_LIMIT),
             cwd=request.workdir,
             env=dict(request.env),
             stdin=request.prompt.encode("utf-8", errors="replace"),

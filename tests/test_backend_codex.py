@@ -190,3 +190,16 @@ def test_a_killed_codex_is_reported(worktree: Path, tmp_path: Path) -> None:
     run = CodexBackend().start(_request(worktree, "p", command=cli))
     _drain(run)
     assert not run.result.ok and "killed by signal 9 (SIGKILL)" in (run.result.error or "")
+
+
+def test_a_long_final_answer_is_kept_when_the_caller_asks(worktree: Path, tmp_path: Path) -> None:
+    # A planner's answer is its plan: it must not be cut at the usual 2,000 characters.
+    long = "x" * 9000
+    body = (f'print(json.dumps({{"type": "item.completed", "item": {{"id": "i", "type": "agent_message", "text": "{long}"}}}}))\n'
+            'print(json.dumps({"type": "turn.completed", "usage": {"input_tokens": 1, "output_tokens": 1}}))')
+    cli = _fake_cli(tmp_path, body)
+    short = CodexBackend().start(_request(worktree, "p", command=cli))
+    _drain(short)
+    kept = CodexBackend().start(_request(worktree, "p", command=cli, options={"summary_limit": 60000}))
+    _drain(kept)
+    assert len(short.result.summary) == 2000 and kept.result.summary == long
