@@ -757,7 +757,8 @@ class CodexMcpRun(SingleUseRun):
         yield from self._flush_started()
         if error is None and not ok:
             error = self._turn_error or "the agent reported failure"
-        self._result = AgentResult(ok=error is None, summary=clip(self.summary.strip(), SUMMARY_LIMIT),
+        limit = int(self.request.options.get("summary_limit") or SUMMARY_LIMIT)  # a planner wants its whole plan
+        self._result = AgentResult(ok=error is None, summary=clip(self.summary.strip(), limit),
                                    error=error, usage=priced(self.usage, self.price), session=self.thread)
         r = self._result
         yield AgentEvent("finished", (r.summary if r.ok else r.error) or "", data=r.to_json())

@@ -89,8 +89,9 @@ def usage_from_data(data: Mapping[str, Any]) -> Usage:
 class CommandRun(ProcessRun):
     """A ProcessRun that understands gitswarm's event format on stdout."""
 
-    def __init__(self, argv: Sequence[str], **kwargs: Any):
+    def __init__(self, argv: Sequence[str], *, summary_limit: int = 2000, **kwargs: Any):
         self.usage = Usage()
+        self.summary_limit = summary_limit  # a planner asks for its whole answer
         super().__init__(argv, **kwargs)
 
     def parse_line(self, line: str) -> list[AgentEvent]:
@@ -141,7 +142,7 @@ class CommandRun(ProcessRun):
         if not ok:
             reason = data.get("error") if isinstance(data.get("error"), str) else None
             error = reason or summary or "the command reported failure"
-        return AgentResult(ok=ok, summary=clip(summary or result.summary, 2000), error=error, exit=exit_code,
+        return AgentResult(ok=ok, summary=clip(summary or result.summary, self.summary_limit), error=error, exit=exit_code,
                            usage=self.usage, session=session)
 
 
@@ -200,6 +201,7 @@ class CommandBackend:
             cwd=request.workdir,
             env=dict(request.env),
             stdin=request.prompt.encode("utf-8", errors="replace") if via == "stdin" else None,
+            summary_limit=int(request.options.get("summary_limit") or 2000),
             timeout=timeout,
             heartbeat_timeout=request.heartbeat_timeout,
             on_close=remove_prompt_file,

@@ -66,6 +66,12 @@ def choose_planner_role(config: SwarmConfig) -> RoleConfig:
             f"role {role.role_id} would plan the goal, but the {role.backend} backend runs no model: give the tasks "
             "with --tasks-file, or add a role with `role_type: planner` on an agent backend (claude, codex, ...)"
         )
+    if role.backend == "aider":
+        # Aider edits files and reports a short prose summary: the plan would not come back.
+        raise InputError(
+            f"role {role.role_id} would plan the goal, but aider returns no full answer to plan with: add a role "
+            "with `role_type: planner` on claude, codex or codex-mcp, or give the tasks with --tasks-file"
+        )
     return role
 
 

@@ -233,6 +233,8 @@ def test_choose_planner_role() -> None:
     assert choose_planner_role(SwarmConfig(roles=[RoleConfig("j", "claude", role_type="judge"), worker])).role_id == "impl"
     with pytest.raises(InputError, match="runs no model"):
         choose_planner_role(default_config("scripted"))
+    with pytest.raises(InputError, match="aider returns no full answer"):
+        choose_planner_role(SwarmConfig(roles=[RoleConfig("ai", "aider", model="openai/x")]))
     with pytest.raises(InputError, match="no role can plan"):
         choose_planner_role(SwarmConfig(roles=[RoleConfig("j", "claude", role_type="judge")]))
 
