@@ -13,6 +13,7 @@ with a `finished` event whose result says why.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +134,25 @@ class InjectableRun(AgentRun, Protocol):
 
 def can_inject(run: object) -> bool:
     return callable(getattr(run, "inject", None))
+
+
+class AgentJob(threading.Thread):
+    """A background job of the coordinator that may run an agent (the gates' judges,
+    the merger): `stop(reason)` from any thread sets `stop_event` and stops the agent
+    the job is running (kept in `_run` under `_lock`), so the job ends soon."""
+
+    def __init__(self, name: str):
+        super().__init__(name=name, daemon=True)
+        self.stop_event = threading.Event()
+        self._lock = threading.Lock()
+        self._run: AgentRun | None = None
+
+    def stop(self, reason: str) -> None:
+        self.stop_event.set()
+        with self._lock:
+            run = self._run
+        if run is not None:
+            run.stop(reason)
 
 
 class SingleUseRun:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from gitswarm.backends.process import read_pipe_lines
+from gitswarm.backends.process import put_bounded, read_pipe_lines
 
 MAX_LINE_BYTES = 1024 * 1024  # one JSON-RPC message is one line: cut less eagerly than CLI output
 READ_CHUNK = 64 * 1024
@@ -213,15 +213,7 @@ class StdioJsonRpc:
         self.last_activity = time.monotonic()
 
     def _put(self, item: Any) -> None:
-        while True:
-            try:
-                self._queue.put(item, timeout=POLL_INTERVAL)
-                return
-            except queue.Full:
-                if self._abandon.is_set():
-                    return
-                # Output is waiting for us: the child is not silent, we are slow.
-                self.last_activity = time.monotonic()
+        put_bounded(self._queue, item, self._abandon, self._touch)
 
     # -- the process --------------------------------------------------------------------------
 

@@ -161,6 +161,20 @@ def read_pipe_lines(stream: str, fd: int, limit: int, put: Callable[[Any], None]
         put((stream, eof))
 
 
+def put_bounded(q: "queue.Queue[Any]", item: Any, abandon: threading.Event, touch: Callable[[], None]) -> None:
+    """Put `item` on a bounded queue, waiting while it is full (back-pressure on a child
+    that floods output), unless `abandon` is set. While it waits, the child counts as
+    active: output is waiting for us, it is not silent, we are slow."""
+    while True:
+        try:
+            q.put(item, timeout=POLL_INTERVAL)
+            return
+        except queue.Full:
+            if abandon.is_set():
+                return
+            touch()
+
+
 def json_object(line: str) -> dict[str, Any] | AgentEvent | None:
     """A JSON-lines CLI's output line: the object, a `message` event marked malformed
     for anything that is not one JSON object, or None for a blank line."""
@@ -564,15 +578,7 @@ class ProcessRun(SingleUseRun):
         self._last_activity = time.monotonic()
 
     def _put(self, item: Any) -> None:
-        while True:
-            try:
-                self._queue.put(item, timeout=POLL_INTERVAL)
-                return
-            except queue.Full:
-                if self._abandon.is_set():
-                    return
-                # The child has output waiting: it is not silent, we are slow.
-                self._last_activity = time.monotonic()
+        put_bounded(self._queue, item, self._abandon, self._touch)
 
     def _writer(self) -> None:
         assert self.proc is not None and self.proc.stdin is not None
@@ -643,6 +649,7 @@ __all__ = [
     "describe_exit",
     "heartbeat_error",
     "json_object",
+    "put_bounded",
     "read_pipe_lines",
     "timeout_error",
 ]

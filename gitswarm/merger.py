@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import queue
 import re
-import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from . import gitops
-from .backends.base import AgentEvent, AgentRequest, Backend
+from .backends.base import AgentEvent, AgentJob, AgentRequest, Backend
 from .model import TaskSpec, Usage
 
 # A conflict marker line as git writes them (`<<<<<<< ours`, `=======`, `>>>>>>> theirs`,
@@ -122,13 +121,13 @@ def finish(worktree: Path, env: Mapping[str, str]) -> str:
     return gitops.git(worktree, "write-tree", cwd=worktree).stdout.strip()
 
 
-class MergerJob(threading.Thread):
+class MergerJob(AgentJob):
     """Resolves one conflicted merge off the coordinator's thread and posts
     ("resolved", task, n, MergerOutcome) back through the queue. It never writes state."""
 
     def __init__(self, *, repo_dir: Path, worktree: Path, tip: str, commit: str, backend: Backend,
                  request: AgentRequest, out: "queue.Queue[tuple[str, str, int, Any]]"):
-        super().__init__(name=f"merger-{request.task.id}-{request.attempt}", daemon=True)
+        super().__init__(name=f"merger-{request.task.id}-{request.attempt}")
         self.repo_dir = repo_dir
         self.worktree = worktree
         self.tip = tip
@@ -136,16 +135,6 @@ class MergerJob(threading.Thread):
         self.backend = backend
         self.request = request
         self.out = out
-        self.stop_event = threading.Event()
-        self._lock = threading.Lock()
-        self._run: Any = None
-
-    def stop(self, reason: str) -> None:
-        self.stop_event.set()
-        with self._lock:
-            run = self._run
-        if run is not None:
-            run.stop(reason)
 
     def run(self) -> None:
         try:

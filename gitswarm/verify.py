@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from gitswarm.backends.base import AgentRequest, AgentRun, Backend
+from gitswarm.backends.base import AgentJob, AgentRequest, Backend
 from gitswarm.hooks import lifecycle
 
 from . import gitops, judges, scope
@@ -595,32 +595,22 @@ class GateOutcome:
     log: list[str] = field(default_factory=list)  # lines for the run's report
 
 
-class GateJob(threading.Thread):
+class GateJob(AgentJob):
     """Verifies one attempt off the main thread: judges, then tests, then `before_merge`."""
 
     def __init__(self, plan: GatePlan, *, repo_dir: Path, lane: Lane, cache: TestCache,
                  integration: IntegrationWorktree, out: "queue.Queue[tuple[str, str, int, Any]]"):
-        super().__init__(name=f"gates-{plan.task.id}-{plan.n}", daemon=True)
+        super().__init__(name=f"gates-{plan.task.id}-{plan.n}")
         self.plan = plan
         self.repo_dir = repo_dir
         self.lane = lane
         self.cache = cache
         self.integration = integration
         self.out = out
-        self.stop_event = threading.Event()
-        self._lock = threading.Lock()
-        self._run: AgentRun | None = None
 
     @property
     def task_id(self) -> str:
         return self.plan.task.id
-
-    def stop(self, reason: str) -> None:
-        self.stop_event.set()
-        with self._lock:
-            run = self._run
-        if run is not None:
-            run.stop(reason)
 
     def run(self) -> None:
         try:
