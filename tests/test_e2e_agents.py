@@ -109,20 +109,25 @@ def _check_add_and_sub(repo: Path, state, requests: int) -> None:
         assert trailers(repo, merge)["Swarm-Run"] == "r1"
 
 
-def test_three_tasks_with_the_real_codex(tmp_path: Path) -> None:
+def _codex_swarm(tmp_path: Path, backend: str, count: int) -> Path:
+    """The three tasks with the real codex on `backend`, each played to its end."""
     codex = require("codex")
     repo = make_repo(tmp_path / "repo", {"README.md": "# calc\n", "calc/__init__.py": ""})
-    scripts = CODEX_SCRIPTS
-    with FakeAPI(scripts) as api:
-        cfg = _config(tmp_path / "swarm.yaml", {"role_id": "cx", "backend": "codex", "command": codex,
-                                                 "model": "gpt-fake", "count": 2, "env": codex_env(tmp_path / "home"),
+    with FakeAPI(CODEX_SCRIPTS) as api:
+        cfg = _config(tmp_path / "swarm.yaml", {"role_id": "cx", "backend": backend, "command": codex,
+                                                 "model": "gpt-fake", "count": count, "env": codex_env(tmp_path / "home"),
                                                  "args": codex_provider_args(api.url)})
         (tmp_path / "tasks.yaml").write_text(TASKS)
         done = gitswarm(repo, "start", str(cfg), "--tasks-file", str(tmp_path / "tasks.yaml"), "--run-id", "r1",
                         timeout=300)
         assert done.returncode == 0, done.stdout + done.stderr
-        for key in scripts:
+        for key in CODEX_SCRIPTS:
             assert len(api.scripted(key)) == 2
+    return repo
+
+
+def test_three_tasks_with_the_real_codex(tmp_path: Path) -> None:
+    repo = _codex_swarm(tmp_path, "codex", count=2)
     state = Store(repo).run("r1").read()
     tip = git(repo, "rev-parse", "attoswarm/r1")
     assert git(repo, "show", f"{tip}:README.md") == "# calc\n\nExports add, sub."
@@ -136,19 +141,7 @@ def test_three_tasks_with_the_real_codex(tmp_path: Path) -> None:
 
 def test_three_tasks_with_one_long_lived_codex_over_app_server(tmp_path: Path) -> None:
     """codex-mcp: one agent, one Codex process for the whole run, a thread per task."""
-    codex = require("codex")
-    repo = make_repo(tmp_path / "repo", {"README.md": "# calc\n", "calc/__init__.py": ""})
-    scripts = CODEX_SCRIPTS
-    with FakeAPI(scripts) as api:
-        cfg = _config(tmp_path / "swarm.yaml", {"role_id": "cx", "backend": "codex-mcp", "command": codex,
-                                                 "model": "gpt-fake", "count": 1, "env": codex_env(tmp_path / "home"),
-                                                 "args": codex_provider_args(api.url)})
-        (tmp_path / "tasks.yaml").write_text(TASKS)
-        done = gitswarm(repo, "start", str(cfg), "--tasks-file", str(tmp_path / "tasks.yaml"), "--run-id", "r1",
-                        timeout=300)
-        assert done.returncode == 0, done.stdout + done.stderr
-        for key in scripts:
-            assert len(api.scripted(key)) == 2
+    repo = _codex_swarm(tmp_path, "codex-mcp", count=1)
     state = Store(repo).run("r1").read()
     _check_add_and_sub(repo, state, requests=2)
     rs = Store(repo).run("r1")
