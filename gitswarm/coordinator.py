@@ -900,8 +900,17 @@ class Coordinator:
         request = self._role_request(role, agent, task.spec, n, merger.merger_prompt(task.spec, None, attempt.summary, tip, commit),
                                      self.paths.worktrees / f".merge-{task_id}",
                                      role.timeout_seconds or self.config.watchdog.task_max_duration_seconds)
+        agent_name = state.agents[attempt.agent].display_name if attempt.agent in state.agents else attempt.agent
+        message = gitops.merge_message(self.run_id, task_id, task.spec.title, n, agent_name)
+        message += f"\nConflicts in {', '.join(conflicts[:10])} resolved by the {role.role_id} role."
+
+        def check(tree: str) -> merger.CheckedMerge:
+            # Runs in the job's thread: the tests of a resolution may take minutes, and
+            # the coordinator's thread must keep renewing the lease meanwhile.
+            return self._check_resolution(task_id, n, tip, commit, tree, message)
+
         job = merger.MergerJob(repo_dir=self.repo_dir, worktree=request.workdir, tip=tip, commit=commit,
-                               backend=self._backend(role.backend), request=request, out=self.queue)
+                               backend=self._backend(role.backend), request=request, out=self.queue, check=check)
         self.pending_resolution[task_id] = (checks, conflicts, score, usage)
         self.gating[task_id] = job  # type: ignore[assignment]  # in flight like a gate job
         job.start()
@@ -928,7 +937,7 @@ class Coordinator:
         found = self._still_verifying(task_id, n)
         if found is None:
             return
-        state, task, cur = found
+        _, _, cur = found
         base, commit = cur.base or "", cur.commit or cur.base or ""
         res = outcome.resolution
         total = (usage or Usage()) + res.usage
@@ -947,30 +956,38 @@ class Coordinator:
                          f"the swarm branch moved while {role_id} resolved the conflict in {what}; "
                          "the next attempt starts from the new swarm tip", score=score, usage=total)
             return
-        agent = state.agents.get(cur.agent)
-        message = gitops.merge_message(self.run_id, task_id, task.spec.title, n, agent.display_name if agent else cur.agent)
-        message += f"\nConflicts in {what} resolved by the {role_id} role."
-        merge_commit = gitops.commit_tree(self.repo_dir, res.tree, [tip, commit], message, author=MERGE_AUTHOR,
+        checked = res.checked
+        assert checked is not None  # a resolution that is ok has been checked by the job
+        merged += checked.checks
+        if checked.error is not None:
+            self._reject(task_id, n, base, commit, merged, checked.error, score=score, usage=total,
+                         said=f"the resolved merge failed its gates: {checked.error.splitlines()[0][:300]}")
+            return
+        self._merge(task_id, n, base, commit, checks=merged, prepared=_Prepared(tip, commit=checked.commit),
+                    score=score, usage=total)
+
+    def _check_resolution(self, task_id: str, n: int, tip: str, commit: str, tree: str,
+                          message: str) -> merger.CheckedMerge:
+        """The merger's resolved tree as the merge commit of `tip` and the task's commit,
+        through the syntax and test gates. Called in the merger's job thread: it writes
+        no state (git objects only)."""
+        role_id = self.config.merge.authority_role
+        merge_commit = gitops.commit_tree(self.repo_dir, tree, [tip, commit], message, author=MERGE_AUTHOR,
                                           committer=self.committer)
         problems = gates.syntax_gate(self.repo_dir, tip, merge_commit) if self.config.gates.syntax else []
         if problems:
             detail = "; ".join(str(p) for p in problems[:5])
-            self._reject(task_id, n, base, commit, [*merged, {"gate": "syntax", "ok": False, "detail": f"after the merger: {detail}"}],
-                         f"syntax gate after {role_id} resolved the conflict: {detail}", score=score, usage=total)
-            return
+            return merger.CheckedMerge(merge_commit, [{"gate": "syntax", "ok": False, "detail": f"after the merger: {detail}"}],
+                                       f"syntax gate after {role_id} resolved the conflict: {detail}")
         test = self._test_resolved(task_id, n, merge_commit)
-        if test is not None:
-            merged.append(test.check)
-            if not test.ok:
-                self._reject(task_id, n, base, commit, merged, test.error or "tests failed on the resolved merge",
-                             score=score, usage=total, said=f"the resolved merge failed its tests: {test.check.get('detail')}")
-                return
-        self._merge(task_id, n, base, commit, checks=merged, prepared=_Prepared(tip, commit=merge_commit),
-                    score=score, usage=total)
+        if test is None:
+            return merger.CheckedMerge(merge_commit, [])
+        error = None if test.ok else (test.error or "tests failed on the resolved merge")
+        return merger.CheckedMerge(merge_commit, [test.check], error)
 
     def _test_resolved(self, task_id: str, n: int, merge_commit: str) -> "verify.TestVerdict | None":
-        """The test gate on the merger's resolution (on this thread: conflicts are rare,
-        and the lane keeps integration tests one at a time); None when there is nothing to run."""
+        """The test gate on the merger's resolution, in the merger's job thread (the lane
+        keeps integration tests one at a time); None when there is nothing to run."""
         if not self.config.gates.tests or self.config.merge.verify == "none":
             return None
         tree = verify.tree_of(self.repo_dir, merge_commit)

@@ -16,7 +16,7 @@ import queue
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from . import gitops
 from .backends.base import AgentEvent, AgentJob, AgentRequest, Backend
@@ -74,6 +74,15 @@ These files have conflicts, marked with <<<<<<<, ======= and >>>>>>> lines:
 
 
 @dataclass
+class CheckedMerge:
+    """The resolution as a merge commit, and what the gates said of it."""
+
+    commit: str
+    checks: list[dict[str, Any]]
+    error: str | None = None  # why it may not land; None when every gate passed
+
+
+@dataclass
 class Resolution:
     ok: bool
     tree: str | None = None  # the resolved tree, when ok
@@ -81,6 +90,7 @@ class Resolution:
     usage: Usage = field(default_factory=Usage)
     transcript: list[AgentEvent] = field(default_factory=list)
     summary: str = ""
+    checked: CheckedMerge | None = None  # set by the job for a resolution that is ok
 
 
 def prepare(repo_dir: Path, worktree: Path, tip: str, commit: str, env: Mapping[str, str]) -> list[str]:
@@ -126,7 +136,8 @@ class MergerJob(AgentJob):
     ("resolved", task, n, MergerOutcome) back through the queue. It never writes state."""
 
     def __init__(self, *, repo_dir: Path, worktree: Path, tip: str, commit: str, backend: Backend,
-                 request: AgentRequest, out: "queue.Queue[tuple[str, str, int, Any]]"):
+                 request: AgentRequest, out: "queue.Queue[tuple[str, str, int, Any]]",
+                 check: Callable[[str], CheckedMerge] | None = None):
         super().__init__(name=f"merger-{request.task.id}-{request.attempt}")
         self.repo_dir = repo_dir
         self.worktree = worktree
@@ -135,10 +146,13 @@ class MergerJob(AgentJob):
         self.backend = backend
         self.request = request
         self.out = out
+        self.check = check  # the resolved tree -> its merge commit through the gates
 
     def run(self) -> None:
         try:
             resolution = self._resolve()
+            if resolution.ok and resolution.tree is not None and self.check is not None and not self.stop_event.is_set():
+                resolution.checked = self.check(resolution.tree)
         except Exception as exc:  # a job must always report back
             resolution = Resolution(False, error=f"the merger could not run: {type(exc).__name__}: {exc}")
         stopped = self.stop_event.is_set()
@@ -179,5 +193,5 @@ class MergerOutcome:
     stopped: bool = False
 
 
-__all__ = ["MergerJob", "MergerOutcome", "Resolution", "check_resolved", "finish", "marker_lines", "merger_prompt",
+__all__ = ["CheckedMerge", "MergerJob", "MergerOutcome", "Resolution", "check_resolved", "finish", "marker_lines", "merger_prompt",
            "prepare"]
