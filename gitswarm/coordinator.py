@@ -259,6 +259,38 @@ def resumable_session(attempts: "tuple[Any, ...] | list[Any]", backend: str) -> 
     return last.session if last.backend == backend and last.session else None
 
 
+@dataclass(frozen=True)
+class StartPoint:
+    """Where a new attempt starts: the commit its worktree is made from, the base its
+    work is measured against (gates, notes, "no changes"), the session it continues and
+    what its prompt must add about the attempt before it."""
+
+    start: str
+    base: str
+    session: str | None
+    note: str | None = None
+
+
+def start_point(attempts: "tuple[Any, ...] | list[Any]", backend: str, swarm_tip: str, kept: str | None) -> StartPoint:
+    """The one rule for where attempt n+1 starts. After an interrupted attempt (a stop, a
+    crash) the agent's session remembers what it wrote: continuing that session in a
+    fresh worktree makes it say "done" with nothing there. So it starts from the
+    interrupted attempt's kept commit (`kept`), on that attempt's base, session and all;
+    with nothing kept it starts from the swarm tip with a fresh session, told the work
+    was lost. Otherwise: the swarm tip, continuing the last session (a retry)."""
+    last = attempts[-1] if attempts else None
+    session = resumable_session(attempts, backend)
+    if last is None or last.result != "interrupted":
+        return StartPoint(swarm_tip, swarm_tip, session)
+    if kept and last.base:
+        return StartPoint(kept, last.base, session, (
+            f"Attempt {last.n} of this task was interrupted (the run was stopped or crashed). What it had done "
+            f"is in your worktree (commit {kept[:10]}): check it against the task and finish what is missing."))
+    return StartPoint(swarm_tip, swarm_tip, None, (
+        f"Attempt {last.n} of this task was interrupted (the run was stopped or crashed) and its work was lost: "
+        "none of it is in your worktree. Whatever you remember of it, do the whole task from the start."))
+
+
 def leftover_message(run_id: str, task_id: str, title: str, attempt: int, agent: str, why: str) -> str:
     """The message of a commit gitswarm makes of an agent's uncommitted work, with the
     trailers the commit-msg hook would have added."""
@@ -504,15 +536,23 @@ class Coordinator:
         role = self.config.role(role_id)
         assert role is not None
         agent = next(a for a in agents_of(self.config) if a.id == agent_id)
-        base = gitops.resolve_commit(self.repo_dir, f"refs/heads/{swarm_branch(self.run_id)}")
+        tip = gitops.resolve_commit(self.repo_dir, f"refs/heads/{swarm_branch(self.run_id)}")
         branch = work_branch(self.config, self.run_id, task_id)
         self._clear_leftover_branch(task_id, branch)
+        state = self.rs.read()  # clearing may have kept the branch's work under attempts/
+        task = state.tasks[task_id]
+        last = task.attempts[-1] if task.attempts else None
+        kept = gitops.resolve_commit_or_none(self.repo_dir, attempt_ref(self.run_id, task_id, last.n)) if last else None
+        point = start_point(task.attempts, role.backend, tip, kept)
+        base = point.base
         try:  # the code context helps the agent; a failure to compute it must not stop the run
-            context = compute_context(self.store.repo, base, state, task, test_command=self.config.gates.test_command)
+            context = compute_context(self.store.repo, point.start, state, task, test_command=self.config.gates.test_command)
         except Exception as exc:
             self.report(f"{task_id}#{n}: prompt without code context ({type(exc).__name__}: {exc})")
             context = None
         prompt = build_prompt(state, task, n, context=context)
+        if point.note:
+            prompt += f"\n## The attempt before this one\n\n{point.note}\n"
         self.rs.append(
             {"type": "agent_update", "agent": agent.to_json()} if agent_id not in state.agents else {"type": "run_note", "text": f"{agent_id} takes {task_id}"},
             {
@@ -526,16 +566,19 @@ class Coordinator:
                 "base": base,
                 "branch": branch,
                 "prompt": prompt,
+                **({"start": point.start} if point.start != base else {}),
             },
         )
-        session = resumable_session(task.attempts, role.backend)
+        session = point.session
         extra: dict[str, Any] = {}
         if session is not None:
             # Resuming CLIs report the session's running totals: what it used before.
             extra["session_usage"] = sum((a.usage for a in task.attempts if a.session == session), Usage()).to_json()
         request = self._role_request(role, agent, task.spec, n, prompt, self.paths.worktree(task_id),
                                      self.config.watchdog.task_max_duration_seconds, session=session, extra=extra)
-        worker = AttemptWorker(repo_dir=self.repo_dir, config=self.config, path=request.workdir, branch=branch, base=base, request=request, backend=self._backend(role.backend), out=self.queue)
+        # The worktree is made from the start point; the attempt's base stays what its work is measured against.
+        worker = AttemptWorker(repo_dir=self.repo_dir, config=self.config, path=request.workdir, branch=branch,
+                               base=point.start, request=request, backend=self._backend(role.backend), out=self.queue)
         self.workers[task_id] = worker
         if self.config.hooks.task_started:
             # Run in the worker thread once its worktree exists (it is made there).
@@ -543,7 +586,8 @@ class Coordinator:
             event = self._hook_event("task_started", started, started.current, worktree=str(request.workdir))
             worker.on_ready = lambda: self._notify("task_started", event, request.workdir, from_thread=True)
         worker.start()
-        self.report(f"{task_id}#{n} started: {task.spec.title} ({agent.display_name}, from {base[:8]})")
+        where = f"from {base[:8]}" if point.start == base else f"from the kept work {point.start[:8]} of #{n - 1}"
+        self.report(f"{task_id}#{n} started: {task.spec.title} ({agent.display_name}, {where})")
 
     def _clear_leftover_branch(self, task_id: str, branch: str) -> None:
         """A work branch left by an earlier attempt or a crash: keep its work reachable
