@@ -752,6 +752,13 @@ class Coordinator:
         task = state.tasks[task_id]
         attempt = task.current
         assert attempt is not None
+        if base and commit != base and not gitops.is_ancestor(self.repo_dir, base, commit):
+            # `git checkout --orphan`, a reset to another root or to an older commit: what
+            # the agent left cannot merge (git refuses unrelated histories), so it fails here.
+            detail = f"the attempt's commit {commit[:10]} does not descend from its base {base[:10]}: the agent replaced the branch's history"
+            self._reject(task_id, n, base, commit, [{"gate": "history", "ok": False, "detail": detail}], detail,
+                         said=f"failed: {detail}")
+            return
         problems = gates.syntax_gate(self.repo_dir, base, commit) if self.config.gates.syntax and commit != base else []
         if problems:
             detail = "; ".join(str(p) for p in problems[:5])
@@ -1142,17 +1149,22 @@ class Coordinator:
         merge_commit = prepared.commit if prepared is not None else None
         if merge_commit is None:
             tree = prepared.tree if prepared is not None else None
-            if tree is None:
-                merge = gitops.merge_trees(self.repo_dir, tip, commit)
-                if not merge.clean:
-                    self._record_conflict(task_id, n, base, commit, checks or [], merge.conflicts, score, usage)
-                    return
-                tree = merge.tree
-            if scope.tree_has(self.repo_dir, tree) and not scope.tree_has(self.repo_dir, tip):
-                tree = scope.tree_without(self.repo_dir, tree)  # a worker's notes are never merged
-            agent = state.agents.get(attempt.agent)
-            message = gitops.merge_message(self.run_id, task_id, task.spec.title, n, agent.display_name if agent else attempt.agent)
-            merge_commit = gitops.commit_tree(self.repo_dir, tree, [tip, commit], message, author=MERGE_AUTHOR, committer=self.committer)
+            try:  # git refusing this merge fails the attempt, never the coordinator
+                if tree is None:
+                    merge = gitops.merge_trees(self.repo_dir, tip, commit)
+                    if not merge.clean:
+                        self._record_conflict(task_id, n, base, commit, checks or [], merge.conflicts, score, usage)
+                        return
+                    tree = merge.tree
+                if scope.tree_has(self.repo_dir, tree) and not scope.tree_has(self.repo_dir, tip):
+                    tree = scope.tree_without(self.repo_dir, tree)  # a worker's notes are never merged
+                agent = state.agents.get(attempt.agent)
+                message = gitops.merge_message(self.run_id, task_id, task.spec.title, n, agent.display_name if agent else attempt.agent)
+                merge_commit = gitops.commit_tree(self.repo_dir, tree, [tip, commit], message, author=MERGE_AUTHOR, committer=self.committer)
+            except GitswarmError as exc:
+                check = {"gate": "merge", "ok": False, "detail": str(exc)[:500]}
+                self._reject(task_id, n, base, commit, [*(checks or []), check], f"the merge failed: {exc}")
+                return
         events: list[dict[str, Any]] = []
         if checks is not None:
             verified: dict[str, Any] = {"type": "attempt_verified", "task": task_id, "n": n, "ok": True, "checks": checks}
@@ -1164,7 +1176,20 @@ class Coordinator:
         # finish or abandon a merge interrupted between the two writes.
         events.append({"type": "merge_intent", "task": task_id, "n": n, "commit": merge_commit, "tip": tip})
         self.rs.append(*events)
-        if not gitops.cas_update_ref(self.repo_dir, ref, merge_commit, tip):
+        try:
+            moved = gitops.cas_update_ref(self.repo_dir, ref, merge_commit, tip)
+        except GitswarmError as exc:
+            # The branch did not move: checked out in some worktree, or a stale .lock left
+            # by a killed git process. The attempt fails with why; the run goes on.
+            reason = f"the swarm branch could not be moved: {exc}"
+            if ".lock" in str(exc):
+                reason += f" (if no git process is running, remove the stale lock file and `gitswarm retry {self.run_id} {task_id}`)"
+            retry = should_retry(self.rs.read().tasks[task_id], self.config)
+            self.rs.append({"type": "merge_aborted", "task": task_id, "n": n, "reason": reason, "retry": retry})
+            self._keep_attempt(task_id, n, base, commit)
+            self.report(f"{task_id}#{n} not merged: {reason}" + (" (will retry)" if retry else ""))
+            return
+        if not moved:
             self.rs.append({"type": "merge_aborted", "task": task_id, "n": n, "reason": "the swarm branch moved during the merge", "retry": True})
             self._keep_attempt(task_id, n, base, commit)
             return
@@ -1289,10 +1314,19 @@ class Coordinator:
             self.report(f"resuming run {self.run_id}")
             state = self.rs.read()
         if not state.tasks:
+            # Nothing to load the plan from (a tasks file is not kept, a planner may still
+            # be at work in `start`): say what to do, write nothing.
             raise GitswarmError(
-                f"run {self.run_id} stopped before its plan was recorded: nothing ran; start it again "
-                f"(and `git update-ref -d refs/attoswarm/{self.run_id}/state` to forget this one)"
+                f"run {self.run_id} stopped before its plan was recorded: nothing ran and there is nothing to resume. "
+                f"Start it again (`gitswarm start CONFIG ...`); to forget this one: `gitswarm stop {self.run_id}`, "
+                f"then `gitswarm finalize {self.run_id} --discard`"
             )
+        if state.run.phase == RunPhase.PLANNING:
+            # Killed between the plan and the step after it (`commit_plan`): take that step.
+            waits = state.run.preview and state.run.approval is None
+            next_phase = RunPhase.AWAITING_APPROVAL if waits else RunPhase.RUNNING
+            state = self.rs.append({"type": "phase_changed", "phase": next_phase.value})
+            self.report(f"run {self.run_id}: the plan was recorded before the stop; the run goes on ({next_phase.value})")
         branch_ref = f"refs/heads/{swarm_branch(self.run_id)}"
         if gitops.rev_parse(self.repo_dir, branch_ref) is None:
             merged = [t.id for t in state.tasks.values() if t.status == TaskStatus.DONE]

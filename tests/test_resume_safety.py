@@ -123,3 +123,129 @@ def test_start_point_rule() -> None:
     assert (p.start, p.base, p.session) == (tip, tip, None) and p.note and "lost" in p.note
     p = start_point([failed], "claude", tip, kept)  # a retry of a failure starts afresh on the tip
     assert (p.start, p.base, p.session, p.note) == (tip, tip, "s-1", None)
+
+
+# ---------------------------------------------------------------- point 10: runs that could never end
+
+def _command_config(tmp: Path, script: str, attempts: int = 1) -> Path:
+    agent = tmp / "agent.sh"
+    agent.write_text(script)
+    cfg = tmp / "swarm.yaml"
+    cfg.write_text(
+        "version: 1\nrun: {poll_interval_ms: 20}\n"
+        f"roles:\n  - {{role_id: impl, role_type: worker, backend: command, command: /bin/sh, args: [{agent}], "
+        "count: 1, task_kinds: [implement]}\n"
+        f"retries: {{max_task_attempts: {attempts}}}\n"
+    )
+    return cfg
+
+
+# An agent that resets its branch to a root of its own (as `checkout --orphan` + commit would).
+UNRELATED = 'root=$(git commit-tree $(git mktree </dev/null) -m "my own root")\ngit reset -q --hard "$root"\necho a > a.txt\n'
+# An agent that checks the swarm branch out in its worktree.
+SWARM_CHECKOUT = "git checkout -q attoswarm/rb\necho a > a.txt\n"
+# A kill -9 of a git process leaves the swarm branch's lock file behind.
+STALE_LOCK = 'touch "$(git rev-parse --git-common-dir)/refs/heads/attoswarm/rb.lock"\necho a > a.txt\n'
+
+
+def _run_to_its_end(tmp: Path, script: str) -> tuple[subprocess.CompletedProcess[str], "object"]:
+    repo = make_repo(tmp / "repo")
+    cfg = _command_config(tmp, script)
+    tf = write_tasks(tmp, "tasks:\n  - {id: t1, title: Write a, files: [a.txt]}\n")
+    before = checkout_snapshot(repo)
+    proc = gitswarm(repo, "start", str(cfg), "--tasks-file", str(tf), "--run-id", "rb", timeout=90)
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    state = Store(repo).run("rb").read()
+    assert state.run.phase.ended, proc.stdout + proc.stderr
+    assert checkout_snapshot(repo) == before
+    return proc, state
+
+
+def test_an_attempt_with_an_unrelated_history_fails_and_the_run_ends(tmp_path: Path) -> None:
+    proc, state = _run_to_its_end(tmp_path, UNRELATED)
+    t1 = state.tasks["t1"]
+    assert t1.status.value == "failed"
+    assert "does not descend from" in (t1.attempts[-1].error or ""), t1.attempts[-1].error
+
+
+def test_a_swarm_branch_checked_out_by_the_agent_fails_the_attempt_not_the_run(tmp_path: Path) -> None:
+    proc, state = _run_to_its_end(tmp_path, SWARM_CHECKOUT)
+    t1 = state.tasks["t1"]
+    assert t1.status.value == "failed"
+    assert "checked out" in (t1.attempts[-1].error or ""), t1.attempts[-1].error
+
+
+def test_a_stale_lock_on_the_swarm_branch_fails_the_merge_with_the_reason(tmp_path: Path) -> None:
+    proc, state = _run_to_its_end(tmp_path, STALE_LOCK)
+    t1 = state.tasks["t1"]
+    assert t1.status.value == "failed"
+    assert "attoswarm/rb.lock" in (t1.attempts[-1].error or ""), t1.attempts[-1].error
+
+
+def _opened(tmp: Path, run_id: str):
+    from gitswarm.config import load_config
+    from gitswarm.launch import open_run
+
+    from .runkit import write_config
+
+    repo = make_repo(tmp / "repo")
+    config = load_config(write_config(tmp, count=1, attempts=1)).config
+    return repo, config, open_run(repo, config, goal="write a", run_id=run_id)
+
+
+TASKS_YAML = 'tasks:\n  - {id: t1, title: Write a, files: [a.txt], script: [{write: {path: a.txt, content: "a\\n"}}]}\n'
+
+
+def _task(tmp: Path) -> dict:
+    from gitswarm.tasksfile import read_tasks_file
+
+    return read_tasks_file(str(write_tasks(tmp, TASKS_YAML))).tasks[0].to_json()
+
+
+def test_resume_of_a_state_that_ends_at_its_plan_runs_the_tasks(tmp_path: Path) -> None:
+    from gitswarm.store import swarm_branch
+
+    repo, _config, opened = _opened(tmp_path, "rp")
+    gitops_branch = swarm_branch("rp")
+    git(repo, "branch", gitops_branch, opened.base_commit)
+    opened.store.append({"type": "plan_set", "tasks": [_task(tmp_path)], "source": "tasks-file"})  # killed before phase_changed
+    try:
+        resumed = gitswarm(repo, "resume", "rp", timeout=60)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("resume idled at the plan event") from None
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert git(repo, "show", "attoswarm/rp:a.txt") == "a"
+
+
+def test_a_run_killed_right_after_it_was_created_can_be_resumed_or_discarded(tmp_path: Path) -> None:
+    repo, _config, _opened_run = _opened(tmp_path, "rc")
+    before = checkout_snapshot(repo)
+    resumed = gitswarm(repo, "resume", "rc", timeout=60)
+    said = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 1 and "Traceback" not in said, said
+    assert "before its plan was recorded" in said and "gitswarm stop rc" in said, said
+    assert "gitswarm finalize rc --discard" in said, said
+    stop = gitswarm(repo, "stop", "rc")
+    assert stop.returncode == 0, stop.stderr
+    assert Store(repo).run("rc").read().run.phase.value == "shutdown"
+    discarded = gitswarm(repo, "finalize", "rc", "--discard")
+    assert discarded.returncode == 0, discarded.stdout + discarded.stderr
+    assert Store(repo).run("rc").read().run.finalized["action"] == "discard"
+    assert checkout_snapshot(repo) == before
+
+
+def test_stop_ends_a_run_with_no_live_coordinator(tmp_path: Path) -> None:
+    from gitswarm.launch import commit_plan
+
+    repo, _config, opened = _opened(tmp_path, "rn")
+    commit_plan(opened, {"type": "plan_set", "tasks": [_task(tmp_path)], "source": "tasks-file"})  # coordinator died at once
+    before = checkout_snapshot(repo)
+    stop = gitswarm(repo, "stop", "rn")
+    assert stop.returncode == 0, stop.stderr
+    state = Store(repo).run("rn").read()
+    assert state.run.phase.value == "shutdown" and state.run.reason == "control:stop"
+    assert "no coordinator" in stop.stdout, stop.stdout
+    assert gitswarm(repo, "gc", "rn").returncode == 0
+    discarded = gitswarm(repo, "finalize", "rn", "--discard")
+    assert discarded.returncode == 0, discarded.stdout + discarded.stderr
+    assert checkout_snapshot(repo) == before
