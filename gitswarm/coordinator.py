@@ -1402,7 +1402,16 @@ class Coordinator:
         if tip == merge_commit:
             self.report(f"{task_id}: finishing a merge interrupted after the branch moved")
             self._complete_merge(task_id, n, merge_commit)
-        elif tip == expected and gitops.cas_update_ref(self.repo_dir, ref, merge_commit, expected):
+            return
+        try:
+            moved = tip == expected and gitops.cas_update_ref(self.repo_dir, ref, merge_commit, expected)
+        except GitswarmError as exc:  # a stale .lock of the killed merge, a checkout of the branch
+            reason = f"the interrupted merge could not be finished: {exc}"
+            retry = should_retry(self.rs.read().tasks[task_id], self.config)
+            self.rs.append({"type": "merge_aborted", "task": task_id, "n": n, "reason": reason, "retry": retry})
+            self.report(f"{task_id}#{n} not merged: {reason}")
+            return
+        if moved:
             self.report(f"{task_id}: finishing a merge interrupted before the branch moved")
             self._complete_merge(task_id, n, merge_commit)
         else:

@@ -249,3 +249,38 @@ def test_stop_ends_a_run_with_no_live_coordinator(tmp_path: Path) -> None:
     discarded = gitswarm(repo, "finalize", "rn", "--discard")
     assert discarded.returncode == 0, discarded.stdout + discarded.stderr
     assert checkout_snapshot(repo) == before
+
+
+def test_resume_fails_an_interrupted_merge_blocked_by_a_stale_lock(tmp_path: Path) -> None:
+    import os
+
+    from gitswarm.launch import commit_plan
+
+    repo, _config, opened = _opened(tmp_path, "rl")
+    commit_plan(opened, {"type": "plan_set", "tasks": [_task(tmp_path)], "source": "tasks-file"})
+    base = opened.base_commit
+    env = {**os.environ, "GIT_INDEX_FILE": str(tmp_path / "index")}
+
+    def plumb(*args: str, stdin: str | None = None) -> str:
+        return subprocess.run(["git", *args], cwd=repo, env=env, input=stdin, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    plumb("read-tree", base)
+    blob = plumb("hash-object", "-w", "--stdin", stdin="a\n")
+    plumb("update-index", "--add", "--cacheinfo", f"100644,{blob},a.txt")
+    tree = plumb("write-tree")
+    work = plumb("commit-tree", tree, "-p", base, "-m", "t1 work")
+    merge = plumb("commit-tree", tree, "-p", base, "-p", work, "-m", "Merge task t1")
+    opened.store.append(
+        {"type": "attempt_started", "task": "t1", "n": 1, "agent": "impl-1", "backend": "scripted", "base": base,
+         "branch": "attoswarm-work/rl/t1"},
+        {"type": "attempt_finished", "task": "t1", "n": 1, "result": "ok", "commit": work},
+        {"type": "merge_intent", "task": "t1", "n": 1, "commit": merge, "tip": base},
+    )
+    (repo / ".git/refs/heads/attoswarm/rl.lock").write_text("")  # kill -9 of the merge's update-ref
+    resumed = gitswarm(repo, "resume", "rl", timeout=60)
+    said = resumed.stdout + resumed.stderr
+    assert "Traceback" not in said
+    state = Store(repo).run("rl").read()
+    assert state.run.phase.ended, said
+    assert "rl.lock" in (state.tasks["t1"].attempts[-1].error or ""), said
