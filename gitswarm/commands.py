@@ -391,7 +391,8 @@ def stop_cmd(ctx: typer.Context, run: str = typer.Argument("@last", help="Run id
     # so that `finalize` and `gc` take the run (`resume` reclaims whatever was running).
     rs.append(stop, {"type": "run_ended", "phase": RunPhase.SHUTDOWN.value, "reason": "control:stop"})
     out.print(f"run {rs.run_id} had no coordinator running: it is now shut down (control:stop); "
-              f"`gitswarm resume {rs.run_id}` goes on with it, `gitswarm finalize {rs.run_id}` decides its branch", markup=False)
+              f"`gitswarm resume {rs.run_id}` goes on with it, `gitswarm finalize {rs.run_id}` decides its branch",
+              markup=False)
 
 
 @app.command("pause")

@@ -546,7 +546,8 @@ class Coordinator:
         point = start_point(task.attempts, role.backend, tip, kept)
         base = point.base
         try:  # the code context helps the agent; a failure to compute it must not stop the run
-            context = compute_context(self.store.repo, point.start, state, task, test_command=self.config.gates.test_command)
+            context = compute_context(self.store.repo, point.start, state, task,
+                                      test_command=self.config.gates.test_command)
         except Exception as exc:
             self.report(f"{task_id}#{n}: prompt without code context ({type(exc).__name__}: {exc})")
             context = None
@@ -755,7 +756,8 @@ class Coordinator:
         if base and commit != base and not gitops.is_ancestor(self.repo_dir, base, commit):
             # `git checkout --orphan`, a reset to another root or to an older commit: what
             # the agent left cannot merge (git refuses unrelated histories), so it fails here.
-            detail = f"the attempt's commit {commit[:10]} does not descend from its base {base[:10]}: the agent replaced the branch's history"
+            detail = (f"the attempt's commit {commit[:10]} does not descend from its base {base[:10]}: "
+                      "the agent replaced the branch's history")
             self._reject(task_id, n, base, commit, [{"gate": "history", "ok": False, "detail": detail}], detail,
                          said=f"failed: {detail}")
             return
@@ -1183,7 +1185,8 @@ class Coordinator:
             # by a killed git process. The attempt fails with why; the run goes on.
             reason = f"the swarm branch could not be moved: {exc}"
             if ".lock" in str(exc):
-                reason += f" (if no git process is running, remove the stale lock file and `gitswarm retry {self.run_id} {task_id}`)"
+                reason += (" (if no git process is running, remove the stale lock file and "
+                           f"`gitswarm retry {self.run_id} {task_id}`)")
             retry = should_retry(self.rs.read().tasks[task_id], self.config)
             self.rs.append({"type": "merge_aborted", "task": task_id, "n": n, "reason": reason, "retry": retry})
             self._keep_attempt(task_id, n, base, commit)
@@ -1326,7 +1329,8 @@ class Coordinator:
             waits = state.run.preview and state.run.approval is None
             next_phase = RunPhase.AWAITING_APPROVAL if waits else RunPhase.RUNNING
             state = self.rs.append({"type": "phase_changed", "phase": next_phase.value})
-            self.report(f"run {self.run_id}: the plan was recorded before the stop; the run goes on ({next_phase.value})")
+            self.report(f"run {self.run_id}: the plan was recorded before the stop; "
+                        f"the run goes on ({next_phase.value})")
         branch_ref = f"refs/heads/{swarm_branch(self.run_id)}"
         if gitops.rev_parse(self.repo_dir, branch_ref) is None:
             merged = [t.id for t in state.tasks.values() if t.status == TaskStatus.DONE]

@@ -141,7 +141,8 @@ def _command_config(tmp: Path, script: str, attempts: int = 1) -> Path:
 
 
 # An agent that resets its branch to a root of its own (as `checkout --orphan` + commit would).
-UNRELATED = 'root=$(git commit-tree $(git mktree </dev/null) -m "my own root")\ngit reset -q --hard "$root"\necho a > a.txt\n'
+UNRELATED = ('root=$(git commit-tree $(git mktree </dev/null) -m "my own root")\n'
+             'git reset -q --hard "$root"\necho a > a.txt\n')
 # An agent that checks the swarm branch out in its worktree.
 SWARM_CHECKOUT = "git checkout -q attoswarm/rb\necho a > a.txt\n"
 # A kill -9 of a git process leaves the swarm branch's lock file behind.
@@ -202,13 +203,17 @@ def _task(tmp: Path) -> dict:
     return read_tasks_file(str(write_tasks(tmp, TASKS_YAML))).tasks[0].to_json()
 
 
+def _plan(tmp: Path) -> dict:
+    return {"type": "plan_set", "tasks": [_task(tmp)], "source": "tasks-file"}
+
+
 def test_resume_of_a_state_that_ends_at_its_plan_runs_the_tasks(tmp_path: Path) -> None:
     from gitswarm.store import swarm_branch
 
     repo, _config, opened = _opened(tmp_path, "rp")
     gitops_branch = swarm_branch("rp")
     git(repo, "branch", gitops_branch, opened.base_commit)
-    opened.store.append({"type": "plan_set", "tasks": [_task(tmp_path)], "source": "tasks-file"})  # killed before phase_changed
+    opened.store.append(_plan(tmp_path))  # killed before phase_changed
     try:
         resumed = gitswarm(repo, "resume", "rp", timeout=60)
     except subprocess.TimeoutExpired:
@@ -238,7 +243,7 @@ def test_stop_ends_a_run_with_no_live_coordinator(tmp_path: Path) -> None:
     from gitswarm.launch import commit_plan
 
     repo, _config, opened = _opened(tmp_path, "rn")
-    commit_plan(opened, {"type": "plan_set", "tasks": [_task(tmp_path)], "source": "tasks-file"})  # coordinator died at once
+    commit_plan(opened, _plan(tmp_path))  # coordinator died at once
     before = checkout_snapshot(repo)
     stop = gitswarm(repo, "stop", "rn")
     assert stop.returncode == 0, stop.stderr
@@ -257,7 +262,7 @@ def test_resume_fails_an_interrupted_merge_blocked_by_a_stale_lock(tmp_path: Pat
     from gitswarm.launch import commit_plan
 
     repo, _config, opened = _opened(tmp_path, "rl")
-    commit_plan(opened, {"type": "plan_set", "tasks": [_task(tmp_path)], "source": "tasks-file"})
+    commit_plan(opened, _plan(tmp_path))
     base = opened.base_commit
     env = {**os.environ, "GIT_INDEX_FILE": str(tmp_path / "index")}
 
