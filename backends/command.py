@@ -26,7 +26,8 @@ speak gitswarm's event format directly:
     {"type": "usage", "data": {"input_tokens": 1200, "output_tokens": 300, "cost_usd": 0.004}}
     {"type": "finished", "data": {"ok": true, "summary": "added sub()"}}
 
-`usage` events are summed into the result. The verdict is the `ok` of the program's
+`usage` events are summed into the result. A `finished` event's "session" is kept: an
+attempt that continues it gets it back in the environment as GITSWARM_SESSION. The verdict is the `ok` of the program's
 `finished` event if it sent one, else its exit code (0 = ok).
 """
 
@@ -196,10 +197,15 @@ class CommandBackend:
             assert prompt_file is not None
             argv.append(prompt_file)
         timeout = request.options.get("timeout_seconds") or request.timeout
+        env = dict(request.env)
+        if request.session:
+            # The session the program reported (its `finished` event's "session") when
+            # gitswarm asks it to continue that session: a script can resume its own.
+            env["GITSWARM_SESSION"] = request.session
         return CommandRun(
             argv,
             cwd=request.workdir,
-            env=dict(request.env),
+            env=env,
             stdin=request.prompt.encode("utf-8", errors="replace") if via == "stdin" else None,
             summary_limit=int(request.options.get("summary_limit") or 2000),
             timeout=timeout,

@@ -381,7 +381,18 @@ def reject_cmd(ctx: typer.Context, run: str = typer.Argument("@last", help="Run 
 @app.command("stop")
 def stop_cmd(ctx: typer.Context, run: str = typer.Argument("@last", help="Run id, prefix or @last.")) -> None:
     """Stop a run: its agents are stopped and it ends in shutdown (control:stop); resume it later."""
-    _control(ctx, run, {"type": "control", "action": "stop", "reason": "control:stop"}, done="stop requested: run {run} shuts down")
+    _, rs = _run_store(ctx, run)
+    state = rs.read()
+    stop = {"type": "control", "action": "stop", "reason": "control:stop"}
+    if state.run.phase.ended or RunStore.lease_is_live(rs.read_lease()):
+        _control(ctx, run, stop, done="stop requested: run {run} shuts down")
+        return
+    # No live coordinator would ever read a request: the stop is the end, recorded here,
+    # so that `finalize` and `gc` take the run (`resume` reclaims whatever was running).
+    rs.append(stop, {"type": "run_ended", "phase": RunPhase.SHUTDOWN.value, "reason": "control:stop"})
+    out.print(f"run {rs.run_id} had no coordinator running: it is now shut down (control:stop); "
+              f"`gitswarm resume {rs.run_id}` goes on with it, `gitswarm finalize {rs.run_id}` decides its branch",
+              markup=False)
 
 
 @app.command("pause")

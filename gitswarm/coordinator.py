@@ -259,6 +259,38 @@ def resumable_session(attempts: "tuple[Any, ...] | list[Any]", backend: str) -> 
     return last.session if last.backend == backend and last.session else None
 
 
+@dataclass(frozen=True)
+class StartPoint:
+    """Where a new attempt starts: the commit its worktree is made from, the base its
+    work is measured against (gates, notes, "no changes"), the session it continues and
+    what its prompt must add about the attempt before it."""
+
+    start: str
+    base: str
+    session: str | None
+    note: str | None = None
+
+
+def start_point(attempts: "tuple[Any, ...] | list[Any]", backend: str, swarm_tip: str, kept: str | None) -> StartPoint:
+    """The one rule for where attempt n+1 starts. After an interrupted attempt (a stop, a
+    crash) the agent's session remembers what it wrote: continuing that session in a
+    fresh worktree makes it say "done" with nothing there. So it starts from the
+    interrupted attempt's kept commit (`kept`), on that attempt's base, session and all;
+    with nothing kept it starts from the swarm tip with a fresh session, told the work
+    was lost. Otherwise: the swarm tip, continuing the last session (a retry)."""
+    last = attempts[-1] if attempts else None
+    session = resumable_session(attempts, backend)
+    if last is None or last.result != "interrupted":
+        return StartPoint(swarm_tip, swarm_tip, session)
+    if kept and last.base:
+        return StartPoint(kept, last.base, session, (
+            f"Attempt {last.n} of this task was interrupted (the run was stopped or crashed). What it had done "
+            f"is in your worktree (commit {kept[:10]}): check it against the task and finish what is missing."))
+    return StartPoint(swarm_tip, swarm_tip, None, (
+        f"Attempt {last.n} of this task was interrupted (the run was stopped or crashed) and its work was lost: "
+        "none of it is in your worktree. Whatever you remember of it, do the whole task from the start."))
+
+
 def leftover_message(run_id: str, task_id: str, title: str, attempt: int, agent: str, why: str) -> str:
     """The message of a commit gitswarm makes of an agent's uncommitted work, with the
     trailers the commit-msg hook would have added."""
@@ -504,15 +536,24 @@ class Coordinator:
         role = self.config.role(role_id)
         assert role is not None
         agent = next(a for a in agents_of(self.config) if a.id == agent_id)
-        base = gitops.resolve_commit(self.repo_dir, f"refs/heads/{swarm_branch(self.run_id)}")
+        tip = gitops.resolve_commit(self.repo_dir, f"refs/heads/{swarm_branch(self.run_id)}")
         branch = work_branch(self.config, self.run_id, task_id)
         self._clear_leftover_branch(task_id, branch)
+        state = self.rs.read()  # clearing may have kept the branch's work under attempts/
+        task = state.tasks[task_id]
+        last = task.attempts[-1] if task.attempts else None
+        kept = gitops.resolve_commit_or_none(self.repo_dir, attempt_ref(self.run_id, task_id, last.n)) if last else None
+        point = start_point(task.attempts, role.backend, tip, kept)
+        base = point.base
         try:  # the code context helps the agent; a failure to compute it must not stop the run
-            context = compute_context(self.store.repo, base, state, task, test_command=self.config.gates.test_command)
+            context = compute_context(self.store.repo, point.start, state, task,
+                                      test_command=self.config.gates.test_command)
         except Exception as exc:
             self.report(f"{task_id}#{n}: prompt without code context ({type(exc).__name__}: {exc})")
             context = None
         prompt = build_prompt(state, task, n, context=context)
+        if point.note:
+            prompt += f"\n## The attempt before this one\n\n{point.note}\n"
         self.rs.append(
             {"type": "agent_update", "agent": agent.to_json()} if agent_id not in state.agents else {"type": "run_note", "text": f"{agent_id} takes {task_id}"},
             {
@@ -526,16 +567,19 @@ class Coordinator:
                 "base": base,
                 "branch": branch,
                 "prompt": prompt,
+                **({"start": point.start} if point.start != base else {}),
             },
         )
-        session = resumable_session(task.attempts, role.backend)
+        session = point.session
         extra: dict[str, Any] = {}
         if session is not None:
             # Resuming CLIs report the session's running totals: what it used before.
             extra["session_usage"] = sum((a.usage for a in task.attempts if a.session == session), Usage()).to_json()
         request = self._role_request(role, agent, task.spec, n, prompt, self.paths.worktree(task_id),
                                      self.config.watchdog.task_max_duration_seconds, session=session, extra=extra)
-        worker = AttemptWorker(repo_dir=self.repo_dir, config=self.config, path=request.workdir, branch=branch, base=base, request=request, backend=self._backend(role.backend), out=self.queue)
+        # The worktree is made from the start point; the attempt's base stays what its work is measured against.
+        worker = AttemptWorker(repo_dir=self.repo_dir, config=self.config, path=request.workdir, branch=branch,
+                               base=point.start, request=request, backend=self._backend(role.backend), out=self.queue)
         self.workers[task_id] = worker
         if self.config.hooks.task_started:
             # Run in the worker thread once its worktree exists (it is made there).
@@ -543,7 +587,8 @@ class Coordinator:
             event = self._hook_event("task_started", started, started.current, worktree=str(request.workdir))
             worker.on_ready = lambda: self._notify("task_started", event, request.workdir, from_thread=True)
         worker.start()
-        self.report(f"{task_id}#{n} started: {task.spec.title} ({agent.display_name}, from {base[:8]})")
+        where = f"from {base[:8]}" if point.start == base else f"from the kept work {point.start[:8]} of #{n - 1}"
+        self.report(f"{task_id}#{n} started: {task.spec.title} ({agent.display_name}, {where})")
 
     def _clear_leftover_branch(self, task_id: str, branch: str) -> None:
         """A work branch left by an earlier attempt or a crash: keep its work reachable
@@ -708,6 +753,14 @@ class Coordinator:
         task = state.tasks[task_id]
         attempt = task.current
         assert attempt is not None
+        if base and commit != base and not gitops.is_ancestor(self.repo_dir, base, commit):
+            # `git checkout --orphan`, a reset to another root or to an older commit: what
+            # the agent left cannot merge (git refuses unrelated histories), so it fails here.
+            detail = (f"the attempt's commit {commit[:10]} does not descend from its base {base[:10]}: "
+                      "the agent replaced the branch's history")
+            self._reject(task_id, n, base, commit, [{"gate": "history", "ok": False, "detail": detail}], detail,
+                         said=f"failed: {detail}")
+            return
         problems = gates.syntax_gate(self.repo_dir, base, commit) if self.config.gates.syntax and commit != base else []
         if problems:
             detail = "; ".join(str(p) for p in problems[:5])
@@ -1098,17 +1151,22 @@ class Coordinator:
         merge_commit = prepared.commit if prepared is not None else None
         if merge_commit is None:
             tree = prepared.tree if prepared is not None else None
-            if tree is None:
-                merge = gitops.merge_trees(self.repo_dir, tip, commit)
-                if not merge.clean:
-                    self._record_conflict(task_id, n, base, commit, checks or [], merge.conflicts, score, usage)
-                    return
-                tree = merge.tree
-            if scope.tree_has(self.repo_dir, tree) and not scope.tree_has(self.repo_dir, tip):
-                tree = scope.tree_without(self.repo_dir, tree)  # a worker's notes are never merged
-            agent = state.agents.get(attempt.agent)
-            message = gitops.merge_message(self.run_id, task_id, task.spec.title, n, agent.display_name if agent else attempt.agent)
-            merge_commit = gitops.commit_tree(self.repo_dir, tree, [tip, commit], message, author=MERGE_AUTHOR, committer=self.committer)
+            try:  # git refusing this merge fails the attempt, never the coordinator
+                if tree is None:
+                    merge = gitops.merge_trees(self.repo_dir, tip, commit)
+                    if not merge.clean:
+                        self._record_conflict(task_id, n, base, commit, checks or [], merge.conflicts, score, usage)
+                        return
+                    tree = merge.tree
+                if scope.tree_has(self.repo_dir, tree) and not scope.tree_has(self.repo_dir, tip):
+                    tree = scope.tree_without(self.repo_dir, tree)  # a worker's notes are never merged
+                agent = state.agents.get(attempt.agent)
+                message = gitops.merge_message(self.run_id, task_id, task.spec.title, n, agent.display_name if agent else attempt.agent)
+                merge_commit = gitops.commit_tree(self.repo_dir, tree, [tip, commit], message, author=MERGE_AUTHOR, committer=self.committer)
+            except GitswarmError as exc:
+                check = {"gate": "merge", "ok": False, "detail": str(exc)[:500]}
+                self._reject(task_id, n, base, commit, [*(checks or []), check], f"the merge failed: {exc}")
+                return
         events: list[dict[str, Any]] = []
         if checks is not None:
             verified: dict[str, Any] = {"type": "attempt_verified", "task": task_id, "n": n, "ok": True, "checks": checks}
@@ -1120,7 +1178,21 @@ class Coordinator:
         # finish or abandon a merge interrupted between the two writes.
         events.append({"type": "merge_intent", "task": task_id, "n": n, "commit": merge_commit, "tip": tip})
         self.rs.append(*events)
-        if not gitops.cas_update_ref(self.repo_dir, ref, merge_commit, tip):
+        try:
+            moved = gitops.cas_update_ref(self.repo_dir, ref, merge_commit, tip)
+        except GitswarmError as exc:
+            # The branch did not move: checked out in some worktree, or a stale .lock left
+            # by a killed git process. The attempt fails with why; the run goes on.
+            reason = f"the swarm branch could not be moved: {exc}"
+            if ".lock" in str(exc):
+                reason += (" (if no git process is running, remove the stale lock file and "
+                           f"`gitswarm retry {self.run_id} {task_id}`)")
+            retry = should_retry(self.rs.read().tasks[task_id], self.config)
+            self.rs.append({"type": "merge_aborted", "task": task_id, "n": n, "reason": reason, "retry": retry})
+            self._keep_attempt(task_id, n, base, commit)
+            self.report(f"{task_id}#{n} not merged: {reason}" + (" (will retry)" if retry else ""))
+            return
+        if not moved:
             self.rs.append({"type": "merge_aborted", "task": task_id, "n": n, "reason": "the swarm branch moved during the merge", "retry": True})
             self._keep_attempt(task_id, n, base, commit)
             return
@@ -1245,10 +1317,20 @@ class Coordinator:
             self.report(f"resuming run {self.run_id}")
             state = self.rs.read()
         if not state.tasks:
+            # Nothing to load the plan from (a tasks file is not kept, a planner may still
+            # be at work in `start`): say what to do, write nothing.
             raise GitswarmError(
-                f"run {self.run_id} stopped before its plan was recorded: nothing ran; start it again "
-                f"(and `git update-ref -d refs/attoswarm/{self.run_id}/state` to forget this one)"
+                f"run {self.run_id} stopped before its plan was recorded: nothing ran and there is nothing to resume. "
+                f"Start it again (`gitswarm start CONFIG ...`); to forget this one: `gitswarm stop {self.run_id}`, "
+                f"then `gitswarm finalize {self.run_id} --discard`"
             )
+        if state.run.phase == RunPhase.PLANNING:
+            # Killed between the plan and the step after it (`commit_plan`): take that step.
+            waits = state.run.preview and state.run.approval is None
+            next_phase = RunPhase.AWAITING_APPROVAL if waits else RunPhase.RUNNING
+            state = self.rs.append({"type": "phase_changed", "phase": next_phase.value})
+            self.report(f"run {self.run_id}: the plan was recorded before the stop; "
+                        f"the run goes on ({next_phase.value})")
         branch_ref = f"refs/heads/{swarm_branch(self.run_id)}"
         if gitops.rev_parse(self.repo_dir, branch_ref) is None:
             merged = [t.id for t in state.tasks.values() if t.status == TaskStatus.DONE]
@@ -1324,7 +1406,16 @@ class Coordinator:
         if tip == merge_commit:
             self.report(f"{task_id}: finishing a merge interrupted after the branch moved")
             self._complete_merge(task_id, n, merge_commit)
-        elif tip == expected and gitops.cas_update_ref(self.repo_dir, ref, merge_commit, expected):
+            return
+        try:
+            moved = tip == expected and gitops.cas_update_ref(self.repo_dir, ref, merge_commit, expected)
+        except GitswarmError as exc:  # a stale .lock of the killed merge, a checkout of the branch
+            reason = f"the interrupted merge could not be finished: {exc}"
+            retry = should_retry(self.rs.read().tasks[task_id], self.config)
+            self.rs.append({"type": "merge_aborted", "task": task_id, "n": n, "reason": reason, "retry": retry})
+            self.report(f"{task_id}#{n} not merged: {reason}")
+            return
+        if moved:
             self.report(f"{task_id}: finishing a merge interrupted before the branch moved")
             self._complete_merge(task_id, n, merge_commit)
         else:

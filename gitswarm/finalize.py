@@ -132,6 +132,13 @@ def discard(repo_dir: Path, rs: RunStore, config: SwarmConfig) -> Finalized:
     until the run's refs are deleted, so even this loses nothing by accident."""
     state = rs.read()
     _require_ended(state)
+    branch = state.run.swarm_branch or swarm_branch(state.run.id)
+    if not state.tasks and gitops.rev_parse(repo_dir, f"refs/heads/{branch}") is None:
+        # Stopped before its plan: the swarm branch was never made; nothing to keep.
+        collect(repo_dir, rs, config)
+        rs.append({"type": "finalized", "action": "discard"})
+        said = f"run {state.run.id} never had a swarm branch (stopped before its plan): discarded"
+        return Finalized("discard", None, None, None, said)
     tip = _swarm_tip(repo_dir, state)
     if gitops.branch_checked_out(repo_dir, state.run.swarm_branch or "") is not None:
         raise InputError(f"{state.run.swarm_branch} is checked out; switch away from it first")
