@@ -494,8 +494,9 @@ def gc_cmd(
     ctx: typer.Context,
     run: Optional[str] = typer.Argument(None, help="One run (default: every ended run)."),
 ) -> None:
-    """Remove worktrees and work branches of ended runs; never their state, never
-    unmerged work (it is kept under refs/attoswarm/RUN/attempts/ first)."""
+    """Remove worktrees and work branches of ended runs, and a run's folder when it
+    carries gitswarm's marker for that run; never their state, never unmerged work (it
+    is kept under refs/attoswarm/RUN/attempts/ first), never a folder gitswarm did not make."""
     repo = _repo_dir(ctx)
     store = _store(ctx)
     ids = [store.resolve(run)] if run else store.run_ids()
