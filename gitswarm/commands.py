@@ -18,9 +18,9 @@ import typer
 
 from . import demo as demo_mod
 from . import finalize as fin
-from . import gitops
+from . import gitops, runfolders
 from .cli import _load_config, _options, _run_store, _store, app, err, out
-from .config import SwarmConfig, default_config
+from .config import LoadedConfig, SwarmConfig, default_config
 from .coordinator import Coordinator, run_paths
 from .errors import GitswarmError, InputError
 from .launch import Launch, Opened, create_run, dry_run_end, open_run
@@ -148,6 +148,13 @@ def _print_summary(state: RunState) -> None:
         out.print(f"resume:   gitswarm resume {r.id}", markup=False)
 
 
+def _check_folders(ctx: typer.Context, loaded: LoadedConfig, run_id: Optional[str]) -> None:
+    """The config's folders checked against the repository, with the place of each
+    value in the file (open_run checks again, for configs that come from no file)."""
+    cfg = loaded.config
+    runfolders.check(_repo_dir(ctx), cfg.run.run_dir, cfg.worktree.dir, run_id=run_id, where=loaded.where)
+
+
 def _load_tasks(path: str) -> tuple[list[TaskSpec], str]:
     tf = read_tasks_file(path)
     return list(tf.tasks), tf.goal or ""
@@ -251,6 +258,7 @@ def start_cmd(
     into attoswarm/<run>. Exit 0 if the run completed, 1 if it ended otherwise (planning
     failed, stopped, ...), 2 for bad input."""
     loaded = _load_config(config)
+    _check_folders(ctx, loaded, run_id)
     raise typer.Exit(_launch_and_run(ctx, loaded.config, goal, tasks_file, preview, dry_run, monitor, detach, base, include_uncommitted, run_id, approval_timeout=approval_timeout))
 
 
@@ -315,7 +323,10 @@ def continue_cmd(
     """Start a child run from a run's swarm branch; its state records the lineage."""
     _, parent = _run_store(ctx, run)
     pstate = parent.read()
-    cfg = _load_config(config).config if config else _config_of(pstate)
+    loaded = _load_config(config) if config else None
+    if loaded is not None:
+        _check_folders(ctx, loaded, run_id)
+    cfg = loaded.config if loaded is not None else _config_of(pstate)
     raise typer.Exit(_launch_and_run(ctx, cfg, goal, tasks_file, preview, dry_run, monitor, detach, None, False, run_id, parent=parent, approval_timeout=approval_timeout))
 
 
@@ -494,8 +505,9 @@ def gc_cmd(
     ctx: typer.Context,
     run: Optional[str] = typer.Argument(None, help="One run (default: every ended run)."),
 ) -> None:
-    """Remove worktrees and work branches of ended runs; never their state, never
-    unmerged work (it is kept under refs/attoswarm/RUN/attempts/ first)."""
+    """Remove worktrees and work branches of ended runs, and a run's folder when it
+    carries gitswarm's marker for that run; never their state, never unmerged work (it
+    is kept under refs/attoswarm/RUN/attempts/ first), never a folder gitswarm did not make."""
     repo = _repo_dir(ctx)
     store = _store(ctx)
     ids = [store.resolve(run)] if run else store.run_ids()
@@ -507,10 +519,18 @@ def gc_cmd(
             if run:
                 raise InputError(f"run {run_id} is {state.run.phase.value}: gc only cleans ended runs")
             continue
-        removed = fin.collect(repo, rs, _config_of(state))
-        total += len(removed)
-        for item in removed:
+        try:
+            collected = fin.collect(repo, rs, _config_of(state))
+        except InputError as exc:  # a run made by an older gitswarm with a folder it now refuses
+            if run:
+                raise
+            err.print(f"{run_id}: skipped: {exc}", markup=False)
+            continue
+        total += len(collected.removed)
+        for item in collected.removed:
             out.print(f"{run_id}: removed {item}", markup=False)
+        for item in collected.left:
+            out.print(f"{run_id}: left {item}", markup=False)
     out.print(f"gc: {total} item(s) removed", markup=False)
 
 

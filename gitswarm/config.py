@@ -35,6 +35,7 @@ from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.reader import ReaderError
 
 from gitswarm.backends import KNOWN_BACKENDS, MODELLESS_BACKENDS
+from gitswarm import runfolders
 from gitswarm.errors import InputError, Problem
 
 # ---------------------------------------------------------------------------------------
@@ -286,6 +287,9 @@ class LoadedConfig:
     config: SwarmConfig
     warnings: list[Problem]  # keys accepted but not acted on, each with file:line:col
     path: str
+    # Where some values are in the file ("run.run_dir" -> its place, message ""), for the
+    # checks that need the repository and run at launch (gitswarm.runfolders.check).
+    where: dict[str, Problem] = field(default_factory=dict)
 
 
 def _kind_fits_type(kind: str, role_type: str) -> bool:
@@ -339,7 +343,7 @@ def parse_config(text: str, filename: str = "<config>") -> LoadedConfig:
     config = loader.read(data)
     if loader.problems:
         raise InputError(_sorted(loader.problems))
-    return LoadedConfig(config=config, warnings=_sorted(loader.warnings), path=filename)
+    return LoadedConfig(config=config, warnings=_sorted(loader.warnings), path=filename, where=loader.where)
 
 
 def default_config(
@@ -806,6 +810,7 @@ class _Loader:
         self.warnings: list[Problem] = []
         # role_id -> position of its value, for cross-references and duplicate checks
         self.role_ids: dict[str, Pos] = {}
+        self.where: dict[str, Problem] = {}  # see LoadedConfig.where
 
     def error(self, message: str, pos: Pos) -> None:
         self.problems.append(Problem(message, self.filename, pos[0], pos[1]))
@@ -871,7 +876,7 @@ class _Loader:
         sec.check_keys(_RUN_KEYS, _RUN_ATTOSWARM)
         return RunConfig(
             working_dir=sec.string("working_dir", d.working_dir),
-            run_dir=sec.string("run_dir", d.run_dir),
+            run_dir=self._read_folder(sec, "run_dir") or d.run_dir,
             poll_interval_ms=sec.integer("poll_interval_ms", d.poll_interval_ms, minimum=1),
             max_runtime_seconds=sec.number("max_runtime_seconds", d.max_runtime_seconds, minimum=0),
             name=self._read_run_name(sec),
@@ -1204,16 +1209,29 @@ class _Loader:
             copy=self._read_copy_paths(sec),
             setup=sec.strings("setup", allow_single=True),
             branch_prefix=self._read_branch_prefix(sec, d.branch_prefix),
-            dir=sec.optional_string("dir", nullable=True),
+            dir=self._read_folder(sec, "dir", nullable=True),
         )
+
+    def _read_folder(self, sec: _Section, key: str, *, nullable: bool = False) -> str | None:
+        """A folder gitswarm writes to (run.run_dir, worktree.dir): never the repository
+        root, never in .git, never with '..' (the disk is checked at launch)."""
+        value = sec.optional_string(key, nullable=nullable)
+        if value is None:
+            return None
+        pos = sec.value_pos(key)
+        problem = runfolders.value_problem(value)
+        if problem is not None:
+            sec.error(f"{sec.label(key)}: {problem}", pos)
+            return None
+        self.where[sec.label(key)] = Problem("", self.filename, pos[0], pos[1])
+        return value
 
     def _read_copy_paths(self, sec: _Section) -> list[str]:
         paths = []
         for item in sec.string_items("copy", allow_single=True):
-            parts = item.text.replace("\\", "/").split("/")
-            if os.path.isabs(item.text) or item.text.startswith(("/", "~")) or ".." in parts:
-                sec.error(f"{item.label}: '{item.text}' must be a path inside the repository "
-                          "(relative, without '..')", item.pos)
+            problem = runfolders.copy_entry_problem(item.text)
+            if problem is not None:
+                sec.error(f"{item.label}: {problem}", item.pos)
             else:
                 paths.append(item.text)
         return paths

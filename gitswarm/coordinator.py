@@ -31,9 +31,9 @@ from gitswarm.backends.registry import get_backend
 from gitswarm.hooks import lifecycle
 from gitswarm.hooks.worker import install_hooks, worker_env, write_excludes_file
 
-from . import gates, gitops, judges, merger, scope, verify
+from . import gates, gitops, judges, merger, runfolders, scope, verify
 from .config import RoleConfig, SwarmConfig
-from .errors import GitswarmError
+from .errors import GitswarmError, InputError
 from .model import Agent, RunPhase, RunState, TaskStatus, Usage
 from .context import compute_context
 from .learning import record_lessons
@@ -58,6 +58,8 @@ class RunPaths:
 
     root: Path
     worktrees: Path
+    base: Path  # run.run_dir: root is base/<run>
+    worktrees_base: Path | None = None  # worktree.dir, when set: worktrees is worktrees_base/<run>
 
     @property
     def hooks(self) -> Path:
@@ -73,10 +75,33 @@ class RunPaths:
 
 def run_paths(repo_dir: Path, config: SwarmConfig, run_id: str) -> RunPaths:
     """`<run_dir>/<run>/` for the run's files; worktrees under it, or under
-    `worktree.dir/<run>/` when the config puts them elsewhere (another disk, say)."""
-    root = repo_dir / config.run.run_dir / run_id
-    worktrees = repo_dir / config.worktree.dir / run_id if config.worktree.dir else root / "worktrees"
-    return RunPaths(root=root, worktrees=worktrees)
+    `worktree.dir/<run>/` when the config puts them elsewhere (another disk, say).
+
+    The folders' rule (gitswarm.runfolders) is applied here too, for configs that come
+    from a run's state rather than a file (a run made by an older gitswarm): no command
+    writes to or deletes the repository root, .git or a path with '..'."""
+    for setting in runfolders.settings(config.run.run_dir, config.worktree.dir):
+        problem = runfolders.value_problem(setting.value)
+        if problem is not None:
+            raise InputError(f"run {run_id}: {setting.key}: {problem}; gitswarm will not write to or delete it")
+    base = repo_dir / config.run.run_dir
+    root = base / run_id
+    if not config.worktree.dir:
+        return RunPaths(root=root, worktrees=root / "worktrees", base=base)
+    worktrees_base = repo_dir / config.worktree.dir
+    return RunPaths(root=root, worktrees=worktrees_base / run_id, base=base, worktrees_base=worktrees_base)
+
+
+def prepare_run_folders(repo_dir: Path, paths: RunPaths, run_id: str) -> None:
+    """Make the run's folders, each marked as gitswarm's (so `gc` knows what it may
+    delete), and hide exactly those folders from the user's `git status`."""
+    runfolders.claim(paths.base, repo_dir)
+    runfolders.claim(paths.root, repo_dir, run_id)
+    runfolders.exclude(repo_dir, paths.base)
+    if paths.worktrees_base is not None:
+        runfolders.claim(paths.worktrees_base, repo_dir)
+        runfolders.claim(paths.worktrees, repo_dir, run_id)
+        runfolders.exclude(repo_dir, paths.worktrees_base)
 
 
 def work_branch(config: SwarmConfig, run_id: str, task_id: str) -> str:
@@ -179,7 +204,8 @@ class AttemptWorker(threading.Thread):
             gitops.remove_worktree(self.repo_dir, self.path)
         gitops.add_worktree(self.repo_dir, self.path, self.branch, self.base)
         for rel in self.config.worktree.copy:
-            copy_untracked(self.repo_dir / rel, self.path / rel)
+            for skipped in copy_untracked(self.repo_dir, self.path, rel):
+                self._post("note", f"{self.task_id} attempt {self.request.attempt}: {skipped}")
         for command in self.config.worktree.setup:
             with self._lock:
                 if self._stop_reason:
@@ -207,20 +233,55 @@ class AttemptWorker(threading.Thread):
             return None
 
 
-def copy_untracked(src: Path, dest: Path) -> None:
-    """Copy a file or folder of the user's checkout into a worktree, never over a file
-    the worktree already has: a tracked file comes from the swarm tip, and copying the
-    user's local edit over it would slip their uncommitted work into the run."""
+def copy_untracked(repo_dir: Path, worktree: Path, rel: str) -> list[str]:
+    """Copy a file or folder `rel` of the user's checkout into a worktree, never over a
+    file the worktree already has: a tracked file comes from the swarm tip, and copying
+    the user's local edit over it would slip their uncommitted work into the run.
+
+    Never through a symlink of the worktree either: the tree comes from earlier tasks'
+    commits, and an agent's committed `config -> /somewhere` (or a dangling `.env ->
+    /outside`) would otherwise send the user's secrets, and a write, anywhere on disk.
+    Such a file is skipped, not the attempt failed: every retry starts from the same tip,
+    so failing would fail the task over and over for a file the agent may not need.
+    Returns one line per skipped file, saying why, for the run's log."""
+    src = repo_dir / rel
     if src.is_file():
-        if not dest.exists():
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest)
-        return
+        return _copy_one(src, worktree, Path(rel))
+    skipped: list[str] = []
     if src.is_dir():
         for root, _dirs, names in os.walk(src):
             for name in names:
                 f = Path(root) / name
-                copy_untracked(f, dest / f.relative_to(src))
+                skipped += _copy_one(f, worktree, Path(rel) / f.relative_to(src))
+    return skipped
+
+
+def _copy_one(src: Path, worktree: Path, rel: Path) -> list[str]:
+    why = _unsafe_destination(worktree, rel)
+    if why is not None:
+        return [f"worktree.copy: {rel.as_posix()} not copied: {why}"]
+    dest = worktree / rel
+    if os.path.lexists(dest):
+        return []
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src, dest)
+    return []
+
+
+def _unsafe_destination(worktree: Path, rel: Path) -> str | None:
+    """Why writing `worktree/rel` could land outside the worktree; None when it cannot."""
+    here = worktree
+    for part in rel.parts:
+        here = here / part
+        if here.is_symlink():
+            return (f"{here.relative_to(worktree).as_posix()} is a symlink in the worktree "
+                    f"(to {os.readlink(here)}); gitswarm does not copy through symlinks")
+        if not here.exists():
+            break  # made below, by gitswarm, as plain folders
+    real = Path(os.path.realpath(worktree / rel))
+    if not real.is_relative_to(Path(os.path.realpath(worktree))):
+        return f"its real location {real} is outside the worktree"
+    return None
 
 
 def stop_orphan_agent(pid: int, worktree: Path, grace: float = 3.0) -> bool:
@@ -361,11 +422,9 @@ class Coordinator:
         self.rs.acquire_lease(self.owner, LEASE_TTL)
         restore = self._install_signal_handlers()
         try:
-            self.paths.root.mkdir(parents=True, exist_ok=True)
+            prepare_run_folders(self.repo_dir, self.paths, self.run_id)
             install_hooks(self.paths.hooks)
             write_excludes_file(self.paths.excludes, self.repo_dir, [*self.config.worktree.copy, scope.ESCAPES_FILE])
-            for local in (self.paths.root, self.paths.worktrees):
-                self._exclude_if_inside(local)
             self._reconcile()
             self._loop()
         finally:
@@ -378,17 +437,6 @@ class Coordinator:
             restore()
             self.rs.release_lease(self.owner)
         return self.rs.read()
-
-    def _exclude_if_inside(self, path: Path) -> None:
-        """Keep gitswarm's local folders out of the user's `git status`, through
-        .git/info/exclude (never their .gitignore)."""
-        try:
-            rel = path.resolve().relative_to(self.repo_dir.resolve())
-        except ValueError:
-            return  # outside the repository: nothing to hide
-        top = rel.parts[0] if rel.parts else None
-        if top:
-            gitops.ensure_excluded(self.repo_dir, f"/{top}/")
 
     # ------------------------------------------------------------ the loop
 
@@ -1125,7 +1173,8 @@ class Coordinator:
         """A new integration worktree gets what every worker worktree gets: the copied
         files and the set-up commands (installed dependencies)."""
         for rel in self.config.worktree.copy:
-            copy_untracked(self.repo_dir / rel, path / rel)
+            for skipped in copy_untracked(self.repo_dir, path, rel):
+                self.queue.put(("note", "", 0, f"integration worktree: {skipped}"))
         for command in self.config.worktree.setup:
             proc = gitops.run_shell(command, cwd=path, timeout=self.config.gates.test_timeout_seconds)
             if proc.returncode != 0:

@@ -10,11 +10,12 @@ overwritten. A branch not checked out anywhere is moved by compare-and-swap.
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import gitops
+from . import gitops, runfolders
 from .config import SwarmConfig
 from .coordinator import run_paths
 from .errors import GitswarmError, InputError
@@ -149,21 +150,35 @@ def discard(repo_dir: Path, rs: RunStore, config: SwarmConfig) -> Finalized:
     return Finalized("discard", None, None, tip, f"deleted {state.run.swarm_branch} (its tip {tip[:10]} stays at refs/attoswarm/{state.run.id}/discarded)")
 
 
-def collect(repo_dir: Path, rs: RunStore, config: SwarmConfig) -> list[str]:
+@dataclass(frozen=True)
+class Collected:
+    """What gc removed, and what it left with the reason (a folder not marked as the run's)."""
+
+    removed: list[str]
+    left: list[str]
+
+
+def collect(repo_dir: Path, rs: RunStore, config: SwarmConfig) -> Collected:
     """gc for one ended run: remove its worktrees and work branches, never its state.
     A work branch whose work is neither merged nor kept under attempts/ is kept there
-    first."""
+    first.
+
+    Only what gitswarm made goes: worktrees git has registered under the run's folders
+    (`git worktree remove`), and a run folder only when it carries gitswarm's marker for
+    this run (gitswarm.runfolders), never a folder chosen by its name alone: a config
+    value such as `run_dir: "."` once made `gc src` delete the user's `src/`."""
     state = rs.read()
     _require_ended(state)
     removed: list[str] = []
     paths = run_paths(repo_dir, config, state.run.id)
-    root = paths.root
+    folders = [Path(os.path.realpath(p)) for p in (paths.worktrees, paths.root)]
     for wt in gitops.worktrees(repo_dir):
-        path = Path(wt.get("worktree", ""))
-        if root in path.parents or paths.worktrees in path.parents:
+        path = Path(os.path.realpath(wt.get("worktree", "")))
+        if any(folder in path.parents for folder in folders):
             gitops.remove_worktree(repo_dir, path)
             removed.append(str(path))
     gitops.prune_worktrees(repo_dir, paths.worktrees)
+    gitops.prune_worktrees(repo_dir, paths.root)
     prefix = f"refs/heads/{config.worktree.branch_prefix}/{state.run.id}/"
     swarm = gitops.resolve_commit_or_none(repo_dir, f"refs/heads/{state.run.swarm_branch}")
     for ref, tip in gitops.list_refs(repo_dir, prefix):
@@ -175,8 +190,15 @@ def collect(repo_dir: Path, rs: RunStore, config: SwarmConfig) -> list[str]:
             gitops.git(repo_dir, "update-ref", f"refs/attoswarm/{state.run.id}/attempts/{task}/{n}", tip)
         gitops.delete_branch(repo_dir, ref[len("refs/heads/"):], tip)
         removed.append(ref)
-    for folder in (paths.worktrees, root):
-        if folder.exists():
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(str(folder))
-    return removed
+    left: list[str] = []
+    # Without worktree.dir the worktrees folder lies inside the run's folder.
+    made = [paths.worktrees, paths.root] if paths.worktrees_base is not None else [paths.root]
+    for folder in made:
+        if not os.path.lexists(folder):
+            continue
+        if folder.is_symlink() or not runfolders.is_ours(folder, repo_dir, state.run.id):
+            left.append(f"{folder} (it does not carry gitswarm's marker for run {state.run.id}: not deleted)")
+            continue
+        shutil.rmtree(folder)
+        removed.append(str(folder))
+    return Collected(removed, left)

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from . import gitops
+from . import gitops, runfolders
 from .config import SwarmConfig
 from .errors import InputError
 from .model import RunPhase, RunState, TaskSpec, is_valid_id
@@ -85,6 +85,9 @@ def open_run(
     if approval_timeout is not None and approval_timeout <= 0:
         raise InputError(f"--approval-timeout {approval_timeout:g}: give a number of seconds above 0")
     run_id = run_id or new_run_id(goal or name_hint, config.run.name or None)
+    # Before anything is written: the folders the run will write to (and gc delete)
+    # must be gitswarm's, never the user's (gitswarm.runfolders).
+    runfolders.check(repo_dir, config.run.run_dir, config.worktree.dir, run_id=run_id)
 
     parent_state = None
     if parent is not None:

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator
 from gitswarm.backends.base import AgentRequest, AgentResult, Backend, role_options
 from gitswarm.backends.registry import get_backend
 
-from . import gitops
+from . import gitops, runfolders
 from .config import RoleConfig, SwarmConfig
 from .coordinator import run_paths
 from .errors import Problem
@@ -324,13 +324,9 @@ def planner_worktree(repo_dir: Path, path: Path, commit: str) -> Iterator[Path]:
 
 
 def _exclude_if_inside(repo_dir: Path, path: Path) -> None:
-    """Keep gitswarm's folder out of the user's `git status` (as the coordinator does)."""
-    try:
-        rel = path.resolve().relative_to(Path(repo_dir).resolve())
-    except ValueError:
-        return
-    if rel.parts:
-        gitops.ensure_excluded(repo_dir, f"/{rel.parts[0]}/")
+    """Keep the planner's folder out of the user's `git status`: exactly that folder,
+    never the whole top-level folder it is in (which may be the user's)."""
+    runfolders.exclude(Path(repo_dir), path)
 
 
 __all__ = ["MAX_TURNS", "PlanResult", "Planned", "Planner", "Turn", "plan_goal", "plan_run", "planner_worktree"]
