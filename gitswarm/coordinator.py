@@ -95,13 +95,9 @@ def run_paths(repo_dir: Path, config: SwarmConfig, run_id: str) -> RunPaths:
 def prepare_run_folders(repo_dir: Path, paths: RunPaths, run_id: str) -> None:
     """Make the run's folders, each marked as gitswarm's (so `gc` knows what it may
     delete), and hide exactly those folders from the user's `git status`."""
-    runfolders.claim(paths.base, repo_dir)
-    runfolders.claim(paths.root, repo_dir, run_id)
-    runfolders.exclude(repo_dir, paths.base)
+    runfolders.claim_and_hide(repo_dir, paths.base, paths.root, run_id)
     if paths.worktrees_base is not None:
-        runfolders.claim(paths.worktrees_base, repo_dir)
-        runfolders.claim(paths.worktrees, repo_dir, run_id)
-        runfolders.exclude(repo_dir, paths.worktrees_base)
+        runfolders.claim_and_hide(repo_dir, paths.worktrees_base, paths.worktrees, run_id)
 
 
 def work_branch(config: SwarmConfig, run_id: str, task_id: str) -> str:

@@ -156,6 +156,11 @@ def folder_problem(repo_dir: Path, value: str) -> str | None:
         return None
     if not real.is_dir():
         return f"'{value}' is a file, not a folder"
+    if _inside(real, top):
+        # Inside the repository only `<value>/<run>/` is written (new, or this run's: see
+        # _run_folder_problem), so a folder that already holds files is fine: attoswarm
+        # users' `.agent/hybrid-swarm` holds attoswarm's own files.
+        return None
     if _empty(real) or is_ours(real, repo_dir):
         return None
     return (f"'{value}' ({real}) already holds files that are not gitswarm's; give an empty or new "
@@ -201,3 +206,17 @@ def exclude(repo_dir: Path, folder: Path) -> None:
         return  # outside the repository: nothing to hide
     if rel.parts:
         gitops.ensure_excluded(repo_dir, f"/{rel.as_posix()}/")
+
+
+def claim_and_hide(repo_dir: Path, base: Path, run_folder: Path, run_id: str) -> None:
+    """Make and mark a run's folder under a setting's folder, and hide gitswarm's part
+    from `git status`. A base folder that is new, empty or already gitswarm's becomes
+    gitswarm's (marked, hidden whole); one that already holds the user's files (an
+    attoswarm user's `.agent/hybrid-swarm`) is neither marked nor hidden: only the
+    run's own folder in it is."""
+    existed = base.exists() and not _empty(base) and not is_ours(base, repo_dir)
+    if not existed:
+        claim(base, repo_dir)
+    claim(run_folder, repo_dir, run_id)
+    exclude(repo_dir, run_folder if existed else base)
+

@@ -188,3 +188,17 @@ def test_gc_leaves_a_folder_marked_for_another_run(user_repo: Path) -> None:
     marker.write_text(marker.read_text().replace('"r1"', '"other"'))
     assert gitswarm(user_repo, "gc", "r1").returncode == 0
     assert folder.is_dir()
+
+
+def test_a_folder_in_the_repository_that_holds_attoswarms_files_is_used(user_repo: Path) -> None:
+    """attoswarm configs name `run_dir: .agent/hybrid-swarm`, which an attoswarm user's
+    checkout already fills with attoswarm's files: only `<run_dir>/<run>/` is gitswarm's,
+    so the run goes on there, and gc leaves the rest."""
+    theirs = user_repo / ".agent" / "hybrid-swarm"
+    theirs.mkdir(parents=True)
+    (theirs / "swarm.state.json").write_text("{}\n")
+    proc, _ = _start(user_repo, run_extra="  run_dir: .agent/hybrid-swarm\n")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "/.agent/hybrid-swarm/r1/" in _exclude(user_repo) and "/.agent/\n" not in _exclude(user_repo)
+    assert gitswarm(user_repo, "gc", "r1").returncode == 0
+    assert sorted(p.name for p in theirs.iterdir()) == ["swarm.state.json"]
