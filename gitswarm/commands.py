@@ -468,9 +468,9 @@ def finalize_cmd(
     repo = _repo_dir(ctx)
     _, rs = _run_store(ctx, run)
     if merge:
-        result = fin.merge(repo, rs, into=into, squash=squash)
+        result = fin.merge(repo, rs, into=into, squash=squash, config=_config_of(rs.read()))
     elif keep:
-        result = fin.keep(rs)
+        result = fin.keep(repo, rs)
     elif discard:
         result = fin.discard(repo, rs, _config_of(rs.read()))
     else:
