@@ -470,7 +470,7 @@ def finalize_cmd(
     if merge:
         result = fin.merge(repo, rs, into=into, squash=squash, config=_config_of(rs.read()))
     elif keep:
-        result = fin.keep(repo, rs)
+        result = fin.keep(rs)
     elif discard:
         result = fin.discard(repo, rs, _config_of(rs.read()))
     else:

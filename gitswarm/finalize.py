@@ -49,17 +49,18 @@ class _Operation:
 
 # Order matters: `git am` also uses rebase-apply/ (with an `applying` file in it), and a
 # cherry-pick or revert in a sequence has both its *_HEAD and sequencer/.
-_REBASE = "finish it with `git rebase --continue` or abort it with `git rebase --abort`"
+def _how(command: str) -> str:
+    return f"finish it with `git {command} --continue` or abort it with `git {command} --abort`"
+
+
 _OPERATIONS: tuple[_Operation, ...] = (
-    _Operation("rebase-apply/applying", "a `git am`", "finish it with `git am --continue` or abort it with `git am --abort`"),
-    _Operation("rebase-merge", "a rebase", _REBASE),
-    _Operation("rebase-apply", "a rebase", _REBASE),
+    _Operation("rebase-apply/applying", "a `git am`", _how("am")),
+    _Operation("rebase-merge", "a rebase", _how("rebase")),
+    _Operation("rebase-apply", "a rebase", _how("rebase")),
     _Operation("MERGE_HEAD", "a merge", "finish it with `git commit` or abort it with `git merge --abort`"),
-    _Operation("CHERRY_PICK_HEAD", "a cherry-pick",
-               "finish it with `git cherry-pick --continue` or abort it with `git cherry-pick --abort`"),
-    _Operation("REVERT_HEAD", "a revert", "finish it with `git revert --continue` or abort it with `git revert --abort`"),
-    _Operation("sequencer", "a cherry-pick",
-               "finish it with `git cherry-pick --continue` or abort it with `git cherry-pick --abort`"),
+    _Operation("CHERRY_PICK_HEAD", "a cherry-pick", _how("cherry-pick")),
+    _Operation("REVERT_HEAD", "a revert", _how("revert")),
+    _Operation("sequencer", "a cherry-pick", _how("cherry-pick")),
     _Operation("BISECT_LOG", "a bisect", "end it with `git bisect reset`"),
 )
 
@@ -76,7 +77,7 @@ def operation_in_progress(worktree: Path) -> _Operation | None:
         if not path.exists():
             continue
         if op.marker == "sequencer" and _sequence_of_reverts(path):
-            return _Operation(op.marker, "a revert", op.how.replace("cherry-pick", "revert"))
+            return _Operation(op.marker, "a revert", _how("revert"))
         return op
     return None
 
@@ -94,8 +95,8 @@ def _refuse_busy_checkout(worktree: Path, into: str) -> None:
     `git merge` there would fail, and aborting it would throw their resolution away."""
     op = operation_in_progress(worktree)
     if op is not None:
-        raise GitswarmError(f"{op.what} is in progress in {worktree}, where {into} is checked out; nothing was changed. "
-                            f"{op.how[0].upper()}{op.how[1:]}, then run finalize again")
+        raise GitswarmError(f"{op.what} is in progress in {worktree}, where {into} is checked out; "
+                            f"nothing was changed. {op.how[0].upper()}{op.how[1:]}, then run finalize again")
 
 
 def _refuse_staged_changes(worktree: Path, into: str) -> None:
@@ -116,7 +117,8 @@ def _refuse_staged_changes(worktree: Path, into: str) -> None:
 def _refuse_own_branch(into: str, state: RunState, config: SwarmConfig | None) -> None:
     """Swarm branches (`attoswarm/<run>`, any run's) and work branches are gitswarm's:
     merging a run into one would mix runs and wedge the one that owns it."""
-    prefixes = {"attoswarm", "attoswarm-work", config.worktree.branch_prefix if config else "attoswarm-work"}
+    config = config or SwarmConfig.from_dict(dict(state.run.config))
+    prefixes = {"attoswarm", "attoswarm-work", config.worktree.branch_prefix}
     own = into == state.run.swarm_branch or any(into == p or into.startswith(p + "/") for p in prefixes)
     if own:
         raise InputError(f"--into {into}: that is a branch of gitswarm's own (swarm branches live under attoswarm/, "
@@ -224,7 +226,8 @@ def merge(repo_dir: Path, rs: RunStore, into: str | None = None, squash: bool = 
     rs.append({"type": "finalize_started", "into": into, "pre_tip": pre_tip, "tip": tip, "squash": squash})
     try:
         if checkout is not None:
-            commit = _merge_in_checkout(Path(checkout), into, squashed or _swarm_ref(state), message, squashed is not None)
+            what = squashed or _swarm_ref(state)
+            commit = _merge_in_checkout(Path(checkout), what, message, fast_forward=squashed is not None)
         else:
             commit = squashed or _write_commit(repo_dir, trial.tree, [pre_tip, tip], message)
             if not gitops.cas_update_ref(repo_dir, into_ref, commit, pre_tip):
@@ -243,7 +246,7 @@ def _write_commit(repo_dir: Path, tree: str, parents: list[str], message: str) -
     return gitops.commit_tree(repo_dir, tree, parents, message, author=author, committer=committer)
 
 
-def _merge_in_checkout(worktree: Path, into: str, what: str, message: str, fast_forward: bool) -> str:
+def _merge_in_checkout(worktree: Path, what: str, message: str, fast_forward: bool) -> str:
     """Merge `what` (the swarm branch, or a squash commit to fast-forward to) in the
     checkout of `into`. The caller has seen no operation in progress there, so a merge
     left half-done now is gitswarm's own and the only one it may abort."""
@@ -299,11 +302,11 @@ def undo(repo_dir: Path, rs: RunStore) -> Finalized:
         raise InputError(f"{into} is already at {str(pre_tip)[:10]}, before the merge")
     if current != commit:
         raise GitswarmError(f"{into} has moved since the merge ({str(commit)[:10]} -> {str(current)[:10]}); undo it by hand: git revert -m 1 {str(commit)[:10]}")
-    # Old records have no tip: a merge's second parent is it; a squash's, the swarm branch.
-    tip = found.tip or (_parents(repo_dir, commit)[1:] or [gitops.resolve_commit_or_none(repo_dir, _swarm_ref(state))])[0]
+    tip = found.tip or _tip_of_old_record(repo_dir, state, commit)
     if tip is None or not _is_gitswarm_merge(repo_dir, commit, pre_tip, tip, found.squash):
         raise GitswarmError(f"{str(commit)[:10]} on {into} is not exactly gitswarm's merge of {state.run.swarm_branch} "
-                            f"(other changes are in it); nothing was changed. Undo it by hand: git revert -m 1 {commit[:10]}")
+                            "(other changes are in it); nothing was changed. "
+                            f"Undo it by hand: git revert -m 1 {commit[:10]}")
     checkout = gitops.branch_checked_out(repo_dir, into)
     if checkout is not None:
         _reset_checkout(Path(checkout), into, pre_tip)
@@ -311,6 +314,13 @@ def undo(repo_dir: Path, rs: RunStore) -> Finalized:
         raise GitswarmError(f"{into} moved while undoing; nothing was changed")
     rs.append({"type": "finalized", "action": "undo", "into": into, "pre_tip": commit, "commit": pre_tip})
     return Finalized("undo", into, commit, pre_tip, f"{into} is back at {str(pre_tip)[:10]}; the swarm branch {state.run.swarm_branch} is kept")
+
+
+def _tip_of_old_record(repo_dir: Path, state: RunState, commit: str) -> str | None:
+    """Records written before `tip` was kept: a merge's second parent is the swarm tip it
+    merged; for a squash, the swarm branch as it is now (it does not move once ended)."""
+    merged = _parents(repo_dir, commit)[1:]
+    return merged[0] if merged else gitops.resolve_commit_or_none(repo_dir, _swarm_ref(state))
 
 
 def _reset_checkout(worktree: Path, into: str, pre_tip: str) -> None:
@@ -321,13 +331,14 @@ def _reset_checkout(worktree: Path, into: str, pre_tip: str) -> None:
     _refuse_busy_checkout(worktree, into)
     proc = gitops.git(worktree, "checkout", "-q", "-B", into, pre_tip, check=False)
     if proc.returncode != 0:
-        raise GitswarmError(f"git checkout in {worktree} refused: {(proc.stderr or proc.stdout).strip()}; nothing was changed")
+        detail = (proc.stderr or proc.stdout).strip()
+        raise GitswarmError(f"git checkout in {worktree} refused: {detail}; nothing was changed")
 
 
-def keep(repo_dir: Path, rs: RunStore) -> Finalized:
+def keep(rs: RunStore) -> Finalized:
     state = rs.read()
     _require_ended(state)
-    _swarm_tip(repo_dir, state)  # never claim to keep a branch that is gone
+    _swarm_tip(Path(rs.repo.path), state)  # never claim to keep a branch that is gone
     rs.append({"type": "finalized", "action": "keep"})
     b = state.run.swarm_branch
     return Finalized("keep", None, None, None, f"kept {b} for review: git log --notes=attoswarm/{state.run.id} {b}")
@@ -352,7 +363,8 @@ def discard(repo_dir: Path, rs: RunStore, config: SwarmConfig) -> Finalized:
         tip = gitops.resolve_commit_or_none(repo_dir, kept_ref) or _swarm_tip(repo_dir, state)
     collect(repo_dir, rs, config)
     rs.append({"type": "finalized", "action": "discard", "commit": tip})
-    return Finalized("discard", None, None, tip, f"deleted {state.run.swarm_branch} (its tip {tip[:10]} stays at {kept_ref})")
+    return Finalized("discard", None, None, tip,
+                     f"deleted {state.run.swarm_branch} (its tip {tip[:10]} stays at {kept_ref})")
 
 
 def collect(repo_dir: Path, rs: RunStore, config: SwarmConfig) -> list[str]:

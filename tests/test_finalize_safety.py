@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from gitswarm.model import RunInfo, RunState
+from gitswarm.state import InvalidEvent, apply, empty_state
 from gitswarm.store import Store
 
 from .conftest import git, make_repo
@@ -345,3 +347,34 @@ def test_keep_refuses_when_the_swarm_branch_is_gone(ran: Path) -> None:
     assert status(ran, "r1").get("finalized") is None
     assert checkout_snapshot(ran) == before
 
+
+
+# ---------------------------------------------------------------- the intent's transitions
+
+
+def _ended_run() -> RunState:
+    state = apply(empty_state(), {"type": "run_created", "run": {"id": "r1"}})
+    return apply(state, {"type": "run_ended", "phase": "shutdown", "reason": "stopped"})
+
+
+def test_the_finalize_intent_is_set_by_its_event_and_settled_by_the_decision() -> None:
+    intent = {"type": "finalize_started", "into": "main", "pre_tip": "a" * 40, "tip": "b" * 40, "squash": True}
+    live = apply(empty_state(), {"type": "run_created", "run": {"id": "r1"}})
+    with pytest.raises(InvalidEvent):
+        apply(live, intent)  # a live run is not finalized
+    with pytest.raises(InvalidEvent):
+        apply(_ended_run(), {"type": "finalize_abandoned"})  # nothing to abandon
+    with pytest.raises(InvalidEvent):
+        apply(_ended_run(), {**intent, "pre_tip": None})
+    started = apply(_ended_run(), intent)
+    assert started.run.finalizing == {"into": "main", "pre_tip": "a" * 40, "tip": "b" * 40, "squash": True, "at": None}
+    assert apply(started, {"type": "finalize_abandoned"}).run.finalizing is None
+    done = apply(started, {"type": "finalized", "action": "merge", "into": "main", "pre_tip": "a" * 40,
+                           "commit": "c" * 40, "tip": "b" * 40, "squash": True})
+    assert done.run.finalizing is None and done.run.finalized["tip"] == "b" * 40
+    with pytest.raises(InvalidEvent):
+        apply(done, intent)  # merged once: undo first
+    undone = apply(done, {"type": "finalized", "action": "undo", "into": "main", "pre_tip": "c" * 40,
+                          "commit": "a" * 40})
+    assert apply(undone, intent).run.finalizing is not None
+    assert RunInfo.from_json(started.run.to_json()).finalizing == started.run.finalizing
