@@ -177,7 +177,7 @@ def test_merge_refuses_staged_changes_with_or_without_squash(ran: Path, squash: 
 @pytest.mark.parametrize("squash", [True, False])
 def test_undo_keeps_unrelated_staged_and_unstaged_edits_byte_for_byte(ran: Path, squash: bool) -> None:
     main_before = git(ran, "rev-parse", "main")
-    files_before = checkout_snapshot(ran)["files"]
+    before = checkout_snapshot(ran)
     proc = gitswarm(ran, "finalize", "r1", "--merge", *(["--squash"] if squash else []))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # After the merge the user goes on working: a staged and an unstaged edit, binary-ish.
@@ -191,9 +191,12 @@ def test_undo_keeps_unrelated_staged_and_unstaged_edits_byte_for_byte(ran: Path,
     assert git(ran, "rev-parse", "main") == main_before
     assert {p: (ran / p).read_bytes() for p in edits} == edits
     assert _staged(ran, "notes.txt", "README.md") == staged
-    after = checkout_snapshot(ran)["files"]
-    assert {k: v for k, v in after.items() if k not in ("notes.txt", "README.md")} == \
-        {k: v for k, v in files_before.items() if k not in ("notes.txt", "README.md")}
+    # Everything else is as before the merge (the index file itself holds the staged edit).
+    after = checkout_snapshot(ran)
+    assert {k: v for k, v in after.items() if k not in ("files", "index")} == \
+        {k: v for k, v in before.items() if k not in ("files", "index")}
+    assert {k: v for k, v in after["files"].items() if k not in edits} == \
+        {k: v for k, v in before["files"].items() if k not in edits}
 
 
 def test_undo_refuses_a_recorded_commit_that_is_not_gitswarms_merge(ran: Path) -> None:
@@ -317,6 +320,8 @@ def test_merge_refuses_a_branch_of_gitswarms_own(ran: Path, branch: str) -> None
     proc = gitswarm(ran, "finalize", "r1", "--merge", "--into", branch)
     if branch == "attoswarm-x":  # only a name that starts alike: a branch of the user's
         assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert {k: v for k, v in checkout_snapshot(ran).items() if k != "heads"} == \
+            {k: v for k, v in before.items() if k != "heads"}
         return
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "gitswarm" in proc.stderr and branch in proc.stderr and "Traceback" not in proc.stderr
