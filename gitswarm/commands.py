@@ -490,7 +490,7 @@ def finalize_cmd(
     repo = _repo_dir(ctx)
     _, rs = _run_store(ctx, run)
     if merge:
-        result = fin.merge(repo, rs, into=into, squash=squash)
+        result = fin.merge(repo, rs, into=into, squash=squash, config=_config_of(rs.read()))
     elif keep:
         result = fin.keep(rs)
     elif discard:

@@ -369,7 +369,8 @@ class RunInfo:
     approval_timeout: float | None = None  # seconds a coordinator waits for approval before it stops the run
     stop_requested: str | None = None  # reason of a requested stop, until the coordinator acts
     merge_in_flight: Mapping[str, Any] | None = None  # {task, n, commit, tip}: see merge_intent
-    finalized: Mapping[str, Any] | None = None  # {action, into, pre_tip, commit, at}
+    finalized: Mapping[str, Any] | None = None  # {action, into, pre_tip, commit, tip, squash, at}
+    finalizing: Mapping[str, Any] | None = None  # {into, pre_tip, tip, squash, at}: see finalize_started
     ended: str | None = None
     usage: Usage = field(default_factory=Usage)
     notes: tuple[str, ...] = ()  # loop exit explanations and other run-level remarks
@@ -394,6 +395,7 @@ class RunInfo:
                 "stop_requested": self.stop_requested,
                 "merge_in_flight": dict(self.merge_in_flight) if self.merge_in_flight else None,
                 "finalized": dict(self.finalized) if self.finalized else None,
+                "finalizing": dict(self.finalizing) if self.finalizing else None,
                 "ended": self.ended,
                 "usage": self.usage.to_json(),
                 "notes": list(self.notes) or None,
@@ -423,6 +425,7 @@ class RunInfo:
             stop_requested=d.get("stop_requested"),
             merge_in_flight=d.get("merge_in_flight"),
             finalized=d.get("finalized"),
+            finalizing=d.get("finalizing"),
             ended=d.get("ended"),
             usage=Usage.from_json(d.get("usage")),
             notes=tuple(d.get("notes") or ()),

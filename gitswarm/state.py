@@ -579,13 +579,33 @@ def _run_resumed(c: _Change, e: Mapping[str, Any]) -> None:
     c.set_run(phase=phase, reason=None, ended=None, stop_requested=None)
 
 
+def _finalize_started(c: _Change, e: Mapping[str, Any]) -> None:
+    """The intent of a finalize merge, recorded before the user's branch moves: a user's
+    branch and the state ref cannot move together, so a kill between them leaves this
+    intent, which the next `finalize --merge` completes or `--undo` reverts."""
+    _require(c.run.phase.ended, "only an ended run can be finalized")
+    _require(c.run.finalized is None or c.run.finalized.get("action") in ("keep", "undo"),
+             f"the run was already finalized ({(c.run.finalized or {}).get('action')})")
+    for key in ("into", "pre_tip", "tip"):
+        _require(isinstance(e.get(key), str) and bool(e.get(key)), f"finalize_started needs {key}")
+    c.set_run(finalizing={"into": e["into"], "pre_tip": e["pre_tip"], "tip": e["tip"],
+                          "squash": bool(e.get("squash")), "at": e.get("at")})
+
+
+def _finalize_abandoned(c: _Change, e: Mapping[str, Any]) -> None:
+    """A finalize merge that moved nothing (git refused, or it was killed before the merge)."""
+    _require(c.run.finalizing is not None, "no finalize is in progress")
+    c.set_run(finalizing=None)
+
+
 def _finalized(c: _Change, e: Mapping[str, Any]) -> None:
     action = e.get("action")
     _require(action in ("merge", "keep", "discard", "undo"), f"unknown finalize action {action!r}")
     _require(c.run.phase.ended, "only an ended run can be finalized")
-    record = {k: e[k] for k in ("action", "into", "pre_tip", "commit", "squash") if k in e}
+    record = {k: e[k] for k in ("action", "into", "pre_tip", "commit", "tip", "squash") if k in e}
     record["at"] = e.get("at")
-    c.set_run(finalized=record)
+    # A decision ends whatever finalize was in flight: merge and undo settle its intent.
+    c.set_run(finalized=record, finalizing=None)
 
 
 HANDLERS: dict[str, Callable[[_Change, Mapping[str, Any]], None]] = {
@@ -613,6 +633,8 @@ HANDLERS: dict[str, Callable[[_Change, Mapping[str, Any]], None]] = {
     "run_note": _run_note,
     "run_ended": _run_ended,
     "run_resumed": _run_resumed,
+    "finalize_started": _finalize_started,
+    "finalize_abandoned": _finalize_abandoned,
     "finalized": _finalized,
 }
 
