@@ -230,7 +230,7 @@ def log_cmd(
     from .state import summarize
 
     for e in events:
-        line = Text.assemble((f"{e.get('seq', ''):>5} ", "dim"), (views.short_time(e.get("at")) + " ", "dim"), (e["commit"][:8] + " ", "yellow"))
+        line = Text.assemble((f"{e.get('seq', ''):>5} ", "dim"), (views.short_time(e.get("at")) + " ", "dim"), (e["state_commit"][:8] + " ", "yellow"))
         line.append(summarize(e))
         out.print(line)
 

@@ -123,11 +123,14 @@ def ls_json(runs: Iterable[RunSummary]) -> list[dict[str, Any]]:
 
 
 def log_json(entries: Iterable[HistoryEntry]) -> list[dict[str, Any]]:
-    """Events oldest first, each with the state commit that recorded it."""
+    """Events oldest first, each as it was recorded plus `state_commit`, the state
+    commit that recorded it. Its own name, not `commit`: several events (merge_intent,
+    merged, attempt_finished) carry a `commit` of their own, the code commit they are
+    about, which must not be overwritten."""
     out: list[dict[str, Any]] = []
     for entry in reversed(list(entries)):
         for e in entry.events:
-            out.append({**e, "commit": entry.commit})
+            out.append({**e, "state_commit": entry.commit})
     return out
 
 
