@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import gitops
+from . import learning
 from .config import SwarmConfig
 from .coordinator import run_paths
 from .errors import GitswarmError, InputError
@@ -138,6 +139,7 @@ def discard(repo_dir: Path, rs: RunStore, config: SwarmConfig) -> Finalized:
     gitops.git(repo_dir, "update-ref", f"refs/attoswarm/{state.run.id}/discarded", tip)
     gitops.delete_branch(repo_dir, state.run.swarm_branch or "", tip)
     collect(repo_dir, rs, config)
+    learning.forget_run(repo_dir, state.run.id)  # a discarded run's agents teach later runs nothing
     rs.append({"type": "finalized", "action": "discard", "commit": tip})
     return Finalized("discard", None, None, tip, f"deleted {state.run.swarm_branch} (its tip {tip[:10]} stays at refs/attoswarm/{state.run.id}/discarded)")
 
