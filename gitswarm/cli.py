@@ -209,7 +209,8 @@ def _print_task_table(state: RunState) -> None:
         text = t.spec.title
         if t.reason and t.status in (TaskStatus.FAILED, TaskStatus.SKIPPED, TaskStatus.PENDING):
             text += f"  [{t.reason}]"
-        table.add_row(str(waves.get(t.id, "")), t.id, _styled(t.status.value), str(len(t.attempts)), cur.agent if cur else "", _text(text))
+        table.add_row(str(waves.get(t.id, "")), t.id, _styled(t.status.value), str(len(t.attempts)),
+                      cur.agent if cur else "", _text(text))
     out.print(table)
 
 
@@ -255,7 +256,8 @@ def log_cmd(
     from .state import summarize
 
     for e in events:
-        line = Text.assemble((f"{e.get('seq', ''):>5} ", "dim"), (views.short_time(e.get("at")) + " ", "dim"), (e["state_commit"][:8] + " ", "yellow"))
+        line = Text.assemble((f"{e.get('seq', ''):>5} ", "dim"), (views.short_time(e.get("at")) + " ", "dim"),
+                             (e["state_commit"][:8] + " ", "yellow"))
         line.append(views.terminal_safe(summarize(e)))
         out.print(line)
 

@@ -18,7 +18,8 @@ pathlib.Path("broken.py").write_text("def oops(:\\n")
 subprocess.run(["git", "add", "broken.py"], check=True)
 proc = subprocess.run(["git", "commit", "-q", "-m", "agent: add broken.py"], capture_output=True, text=True)
 ok = proc.returncode == 0
-print(json.dumps({"type": "finished", "data": {"ok": ok, "summary": "committed" if ok else "commit refused: " + proc.stderr[-300:]}}))
+summary = "committed" if ok else "commit refused: " + proc.stderr[-300:]
+print(json.dumps({"type": "finished", "data": {"ok": ok, "summary": summary}}))
 sys.exit(0 if ok else 1)
 """
 
