@@ -12,10 +12,11 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import typer
 from rich.console import Console
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -41,13 +42,37 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+class SafeConsole(Console):
+    """A console that shows control characters written out (views.terminal_safe), the
+    one boundary every line of the CLI passes: every string rich turns into text (print
+    arguments, table cells), before rich parses and measures it (rich would drop BEL or
+    CR silently and let ESC through), and, as a net for Text built elsewhere, every
+    rendered text segment. Segments rich marks as control (its own cursor moves) and
+    the styles it adds when it writes are not text, so colours still work."""
 
+    def render_str(self, text: str, **kwargs: Any) -> Text:  # type: ignore[override]
+        return super().render_str(views.terminal_safe(text), **kwargs)
+
+    def render(self, renderable: Any, options: Any = None) -> Iterable[Segment]:  # type: ignore[override]
+        for segment in super().render(renderable, options):
+            if segment.control or segment.text.isprintable() or not segment.text:
+                yield segment
+            else:
+                yield Segment(views.terminal_safe(segment.text), segment.style)
+
+
+def _text(value: str, style: str = "") -> Text:
+    """A Text of data (no markup), escaped before rich measures it for a table cell."""
+    return Text(views.terminal_safe(value), style=style)
+
+
+out = SafeConsole(highlight=False, soft_wrap=True)
+err = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    """json.dumps escapes C0; DEL and C1 are escaped as well (views.json_terminal_safe)."""
+    sys.stdout.write(views.json_terminal_safe(json.dumps(data, indent=2, ensure_ascii=False)) + "\n")
 
 
 def _styled(value: str) -> Text:
@@ -146,7 +171,7 @@ def _print_run_header(state: RunState, live: bool) -> None:
     r = state.run
     head = Text.assemble(("run ", "bold"), (r.id, "bold"), "  ", _styled(r.phase.value))
     if r.reason:
-        head.append(f" ({r.reason})")
+        head.append(views.terminal_safe(f" ({r.reason})"))
     out.print(head)
     if r.goal:
         out.print(f"goal:    {r.goal.splitlines()[0][:200]}", markup=False)
@@ -184,7 +209,8 @@ def _print_task_table(state: RunState) -> None:
         text = t.spec.title
         if t.reason and t.status in (TaskStatus.FAILED, TaskStatus.SKIPPED, TaskStatus.PENDING):
             text += f"  [{t.reason}]"
-        table.add_row(str(waves.get(t.id, "")), t.id, _styled(t.status.value), str(len(t.attempts)), cur.agent if cur else "", Text(text))
+        table.add_row(str(waves.get(t.id, "")), t.id, _styled(t.status.value), str(len(t.attempts)),
+                      cur.agent if cur else "", _text(text))
     out.print(table)
 
 
@@ -230,8 +256,9 @@ def log_cmd(
     from .state import summarize
 
     for e in events:
-        line = Text.assemble((f"{e.get('seq', ''):>5} ", "dim"), (views.short_time(e.get("at")) + " ", "dim"), (e["commit"][:8] + " ", "yellow"))
-        line.append(summarize(e))
+        line = Text.assemble((f"{e.get('seq', ''):>5} ", "dim"), (views.short_time(e.get("at")) + " ", "dim"),
+                             (e["state_commit"][:8] + " ", "yellow"))
+        line.append(views.terminal_safe(summarize(e)))
         out.print(line)
 
 
@@ -274,7 +301,10 @@ def show_cmd(
         data = rs.read_file(path, at=at) if path else None
         if data is None:
             raise InputError(f"task {task} attempt {chosen.n} has no {'prompt' if prompt else 'transcript'} recorded")
-        sys.stdout.write(data.decode("utf-8", errors="replace"))
+        text = data.decode("utf-8", errors="replace")
+        # The prompt or transcript as recorded, its control characters written out (a
+        # transcript is JSON lines: DEL and C1 as JSON escapes, so each line stays JSON).
+        sys.stdout.write(views.terminal_safe(views.json_terminal_safe(text) if transcript else text))
         return
     waves = views.task_waves(state)
     if as_json:
@@ -390,7 +420,7 @@ def doctor_cmd(
     table.add_column("DETAIL")
     marks = {OK: Text("ok", style="green"), WARN: Text("warn", style="yellow"), FAIL: Text("FAIL", style="bold red")}
     for c in checks:
-        table.add_row(marks[c.status], c.name, Text(c.detail))
+        table.add_row(marks[c.status], c.name, _text(c.detail))
     out.print(table)
     out.print("ready" if code == 0 else "not ready: fix the FAIL lines above", style="green" if code == 0 else "red")
     raise typer.Exit(code)

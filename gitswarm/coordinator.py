@@ -419,7 +419,7 @@ class Coordinator:
         restore = self._install_signal_handlers()
         try:
             prepare_run_folders(self.repo_dir, self.paths, self.run_id)
-            install_hooks(self.paths.hooks)
+            install_hooks(self.paths.hooks, syntax=self.config.gates.syntax)
             write_excludes_file(self.paths.excludes, self.repo_dir, [*self.config.worktree.copy, scope.ESCAPES_FILE])
             self._reconcile()
             self._loop()
@@ -811,7 +811,7 @@ class Coordinator:
             self._reject(task_id, n, base, commit, [{"gate": "syntax", "ok": False, "detail": detail}], f"syntax gate: {detail}",
                          said=f"failed the syntax gate: {detail}")
             return
-        checks: list[dict[str, Any]] = [{"gate": "syntax", "ok": True}]
+        checks: list[dict[str, Any]] = [gates.syntax_check(self.config.gates.syntax)]
         found = self._scope_gate(task, attempt, base, commit)
         if found.check is not None:
             checks.append(dict(found.check))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import gitops, runfolders
+from . import gitops, learning, runfolders
 from .config import SwarmConfig
 from .coordinator import run_paths
 from .errors import GitswarmError, InputError
@@ -369,6 +369,7 @@ def discard(repo_dir: Path, rs: RunStore, config: SwarmConfig) -> Finalized:
         # kept: _swarm_tip says so.)
         tip = gitops.resolve_commit_or_none(repo_dir, kept_ref) or _swarm_tip(repo_dir, state)
     collect(repo_dir, rs, config)
+    learning.forget_run(repo_dir, state.run.id)  # a discarded run's agents teach later runs nothing
     rs.append({"type": "finalized", "action": "discard", "commit": tip})
     return Finalized("discard", None, None, tip,
                      f"deleted {state.run.swarm_branch} (its tip {tip[:10]} stays at {kept_ref})")

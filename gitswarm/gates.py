@@ -310,6 +310,15 @@ def check_staged(worktree: Path | str, index_file: str | None = None) -> list[Sy
     return _check_blobs(worktree, _raw_changes(raw))
 
 
+def syntax_check(enabled: bool) -> dict[str, object]:
+    """The attempt's record of a syntax gate that found nothing: passed when it ran,
+    skipped (with why) when the user turned it off, so a reader never takes an
+    unchecked file for a checked one."""
+    if enabled:
+        return {"gate": "syntax", "ok": True}
+    return {"gate": "syntax", "ok": True, "skipped": True, "detail": "skipped: gates.syntax is off"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m gitswarm.gates --staged [--repo DIR]` (the pre-commit hook) or
     `python -m gitswarm.gates BASE COMMIT [--repo DIR]`: problems on stderr, exit 1.

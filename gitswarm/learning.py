@@ -19,6 +19,13 @@ lose an entry. The ref's history is the log of the notes (`git log refs/attoswar
 Reading picks the notes relevant to a new task (`select`): those sharing a file with the
 task's manifest or enough words with its title and description, most recent first, at
 most five. See docs/prompt-context.md for how to see and clear them.
+
+The notes are agent-written text (errors and summaries), so they are not trusted: the
+prompt shows them in a fenced section that says they are not instructions
+(gitswarm.context), every text of a note passes `without_commands` both when it is
+recorded and when it is read (a note pushed by another machine or written by an older
+gitswarm is filtered too), and a run's notes go when the run is discarded
+(`forget_run`, called by `finalize --discard`).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import os
 import random
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping, Sequence
 
 import pygit2
@@ -54,6 +61,98 @@ _STOPWORDS = frozenset(
     needs add adds added update updated use used using write written test tests
     """.split()
 )
+
+
+# -- what a note must never carry from one run into another's prompt: an instruction to
+# run a command. The rule works clause by clause (a clause ends at a newline or after
+# . ! ? ; outside a `code span`):
+#  - a clause that tells the reader to run something is dropped: it starts (after
+#    please/always/first/just/then/..., you should|must|need to|have to|can, make sure
+#    to, don't forget to, be sure to, remember to, try to) with run, rerun, execute,
+#    exec, invoke, paste, launch, install, download, eval or pipe; or it says
+#    "by running" (executing, ...); or "you/agents should|must|... run" anywhere;
+#  - a `code span` holding a shell invocation (a shell operator | ; && > < or a
+#    newline, or one of the invocations below) is replaced by `SPAN_REMOVED`: an error
+#    that quotes the command that failed keeps what the command printed;
+#  - a clause with a shell invocation outside code spans is dropped: `$(`, `${`,
+#    `| sh`, `| bash`, `sh -c`, `bash -c`, `python -c`, `curl`, `wget`, `sudo`,
+#    `rm -rf`, `chmod +x`, `base64 -d`, `nc -e`, `eval ` or a `$ ` prompt at its start.
+# A dropped clause leaves COMMAND_REMOVED in its place, so the reader knows something
+# was there. Naming a command is kept ("the test command `pytest -q` failed"): it is
+# not telling to run it, and carries no shell.
+
+COMMAND_REMOVED = "[an instruction to run a command was removed]"
+SPAN_REMOVED = "`[a command was removed]`"
+_LEAD = (
+    r"(?:(?:please|always|first|just|then|now|so|and|or|simply|also)\s+|"
+    r"(?:you|agents?|we)\s+(?:should|must|need\s+to|have\s+to|can|may|will\s+need\s+to)\s+|"
+    r"(?:make\s+sure|be\s+sure|remember|don'?t\s+forget|do\s+not\s+forget|try)\s+to\s+)*"
+)
+_RUN_VERBS = r"(?:run|re-?run|execute|exec|invoke|paste|launch|install|download|eval|pipe)"
+_IMPERATIVE = re.compile(rf"^\W*{_LEAD}{_RUN_VERBS}\b", re.IGNORECASE)
+_ADDRESSED = re.compile(
+    rf"\b(?:you|agents?)\s+(?:should|must|need\s+to|have\s+to|can|may|ought\s+to)\s+(?:\w+\s+)?{_RUN_VERBS}\b",
+    re.IGNORECASE,
+)
+_BY_RUNNING = re.compile(r"\b(?:by|after|before)\s+(?:running|executing|invoking|typing|pasting)\b", re.IGNORECASE)
+_SHELL = re.compile(
+    r"\$\(|\$\{|\|\s*(?:ba|z|da|k)?sh\b|\b(?:ba|z)?sh\s+-c\b|\bpython[0-9.]*\s+-c\b|\bcurl\b|\bwget\b|"
+    r"\bsudo\b|\brm\s+-[a-z]*[rf]|\bchmod\s+\+x\b|\bbase64\s+-d|\bnc\s+-[a-z]*e|\beval\s|^\W*\$\s",
+    re.IGNORECASE,
+)
+_CODE_SPAN = re.compile(r"`[^`]*`?")
+_SPAN_OPERATOR = re.compile(r"\||;|&&|>|<|\n")
+_CLAUSE_END = re.compile(r"\n|(?<=[.!?;])\s+")
+
+
+def _shell_span(span: str) -> bool:
+    return span != SPAN_REMOVED and bool(_SPAN_OPERATOR.search(span) or _SHELL.search(span.strip("`")))
+
+
+def _clean_clause(clause: str) -> str | None:
+    """One clause as the rule leaves it: None when it is dropped."""
+    if _IMPERATIVE.search(clause) or _ADDRESSED.search(clause) or _BY_RUNNING.search(clause):
+        return None
+    clause = _CODE_SPAN.sub(lambda m: SPAN_REMOVED if _shell_span(m.group()) else m.group(), clause)
+    if _SHELL.search(_CODE_SPAN.sub("", clause)):
+        return None
+    return clause
+
+
+def is_command_instruction(clause: str) -> bool:
+    """Whether the rule above changes this clause: it tells the reader to run a command
+    or holds a shell invocation."""
+    return clause.strip() != COMMAND_REMOVED and _clean_clause(clause) != clause
+
+
+def _clauses(text: str) -> list[str]:
+    """`text` cut into clauses, never inside a `code span` (whose `;` or `.` is not the
+    end of a sentence). Joined with "", the clauses give `text` back."""
+    masked = _CODE_SPAN.sub(lambda m: "x" * len(m.group()), text)
+    cuts = [m.end() for m in _CLAUSE_END.finditer(masked)]
+    bounds = [0, *cuts, len(text)]
+    return [text[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+def without_commands(text: str) -> str:
+    """`text` as the rule above leaves it: shell in code spans replaced, instructions
+    dropped (COMMAND_REMOVED in their place, their trailing separator kept, one marker
+    for a run of them); other text unchanged."""
+    out: list[str] = []
+    for clause in _clauses(text):
+        if clause.strip() == COMMAND_REMOVED:
+            out.append(clause)
+            continue
+        cleaned = _clean_clause(clause)
+        if cleaned is not None:
+            out.append(cleaned)
+            continue
+        tail = clause[len(clause.rstrip()):]
+        if not out or out[-1].strip() != COMMAND_REMOVED or out[-1].endswith("\n"):
+            out.append(COMMAND_REMOVED + tail)
+        else:
+            out[-1] = out[-1].rstrip() + tail
+    return "".join(out)
 
 
 @dataclass(frozen=True)
@@ -84,6 +183,11 @@ class Lesson:
             "fix": {"attempt": self.fix_attempt, "summary": self.fix_summary, "commit": self.fix_commit},
             "at": self.at,
         }
+
+    def without_commands(self) -> "Lesson":
+        """This note with its agent- or user-written texts filtered (without_commands)."""
+        return replace(self, title=without_commands(self.title), error=without_commands(self.error),
+                       fix_summary=without_commands(self.fix_summary))
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "Lesson":
@@ -139,7 +243,7 @@ def lesson_from_state(state: RunState, task_id: str, at: str | None = None) -> L
         at=at or merged.ended or now_iso(),
         failures=len(failed),
         fix_attempt=merged.n,
-    )
+    ).without_commands()
 
 
 def record(repo: pygit2.Repository | str | os.PathLike, lesson: Lesson) -> pygit2.Oid:
@@ -186,6 +290,38 @@ def _clear_stale_lock(r: pygit2.Repository) -> None:
         pass
 
 
+def forget_run(repo: pygit2.Repository | str | os.PathLike, run_id: str) -> bool:
+    """Remove every note of run `run_id` (a discarded run teaches nothing: its work was
+    thrown away, and what its agents wrote must not reach later prompts). Compare-and-
+    swap like `record`; True when notes were removed, False when it had none. Git
+    failing is not worth failing a discard for: then False, and the notes stay."""
+    if not is_valid_id(run_id):
+        return False
+    r = _repo(repo)
+    deadline = time.monotonic() + WRITE_TIMEOUT
+    while time.monotonic() <= deadline:
+        try:
+            current = r.references[LEARNING_REF].target
+            base = r[current].peel(pygit2.Commit).tree
+        except (KeyError, ValueError, pygit2.GitError):
+            return False
+        if run_id not in base:
+            return False
+        builder = r.TreeBuilder(base)
+        builder.remove(run_id)
+        sig = _signature(now_iso())
+        try:
+            r.create_commit(LEARNING_REF, sig, sig, f"forget the lessons of run {run_id} (discarded)\n",
+                            builder.write(), [current])  # CAS on parent
+            return True
+        except (pygit2.GitError, pygit2.AlreadyExistsError):
+            continue  # another writer moved the ref: re-read
+        except OSError:
+            _clear_stale_lock(r)
+            time.sleep(random.uniform(0, 0.002))
+    return False
+
+
 def record_lessons(repo_dir: pygit2.Repository | str | os.PathLike, state: RunState, task_id: str) -> Lesson | None:
     """Called after a task's merge: when it had failed before, record what failed and
     what fixed it. Returns the lesson written, or None (nothing to learn, or git failed:
@@ -224,7 +360,7 @@ def read_all(repo: pygit2.Repository | str | os.PathLike) -> list[Lesson]:
             except (ValueError, KeyError):
                 continue
             if isinstance(data, Mapping):
-                out.append(Lesson.from_json(data))
+                out.append(Lesson.from_json(data).without_commands())
     return out
 
 

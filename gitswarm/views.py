@@ -3,12 +3,42 @@ the tables. Pure functions of the state; the CLI only prints them."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
 from . import dag
 from .model import Attempt, RunState, TaskState, TaskStatus, Usage
 from .store import HistoryEntry, RunSummary
+
+
+# -- text for a terminal
+#
+# Titles, goals, descriptions, agent summaries, errors, prompts and transcripts come
+# from user files and agents. A terminal obeys the control characters in them: ESC
+# starts sequences that clear the screen, retitle the window or rewrite the clipboard
+# (OSC 52), C1 0x9b is an 8-bit CSI on some terminals, CR and BS overwrite what was
+# printed. So every printer (the CLI's consoles and JSON, the run's progress lines, the
+# dashboard) shows them written out as \xNN: the one rule is here.
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0 but tab and newline, DEL, C1
+_CONTROL_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # and tab and newline too
+_JSON_UNSAFE = re.compile(r"[\x7f-\x9f]")  # json.dumps already escapes C0
+
+
+def terminal_safe(text: str, *, multiline: bool = True) -> str:
+    r"""`text` with every control character written out as `\xNN`: C0 (newline and tab
+    kept when `multiline`: they lay out text where it has lines), DEL and C1. Printable
+    text, any script, is unchanged; the result holds no control character, so a
+    second pass changes nothing."""
+    pattern = _CONTROL if multiline else _CONTROL_ONE_LINE
+    return pattern.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def json_terminal_safe(text: str) -> str:
+    r"""JSON text (from json.dumps, which escapes C0 itself) with DEL and C1 as `\u00NN`
+    escapes too: the same JSON value, and nothing a terminal would obey."""
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 # Status words and their colours, shared by `gitswarm status` and the dashboard.
@@ -123,11 +153,14 @@ def ls_json(runs: Iterable[RunSummary]) -> list[dict[str, Any]]:
 
 
 def log_json(entries: Iterable[HistoryEntry]) -> list[dict[str, Any]]:
-    """Events oldest first, each with the state commit that recorded it."""
+    """Events oldest first, each as it was recorded plus `state_commit`, the state
+    commit that recorded it. Its own name, not `commit`: several events (merge_intent,
+    merged, attempt_finished) carry a `commit` of their own, the code commit they are
+    about, which must not be overwritten."""
     out: list[dict[str, Any]] = []
     for entry in reversed(list(entries)):
         for e in entry.events:
-            out.append({**e, "commit": entry.commit})
+            out.append({**e, "state_commit": entry.commit})
     return out
 
 

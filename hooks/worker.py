@@ -23,6 +23,8 @@ from gitswarm.gitops import FALLBACK_IDENTITY
 from gitswarm.model import Agent
 
 HOOK_NAMES = ("commit-msg", "pre-commit")
+# The hook that runs the syntax gate: installed only when the run's gates.syntax is on.
+SYNTAX_HOOK = "pre-commit"
 
 
 def _hook_source(name: str) -> bytes:
@@ -32,9 +34,13 @@ def _hook_source(name: str) -> bytes:
         return (Path(__file__).resolve().parent / "git" / name).read_bytes()
 
 
-def install_hooks(dest_dir: Path) -> Path:
+def install_hooks(dest_dir: Path, *, syntax: bool = True) -> Path:
     """Copy gitswarm's git hooks into `dest_dir` (the run's local folder) and make them
     executable; returns `dest_dir`, the value for core.hooksPath.
+
+    With `syntax` off (the run's `gates.syntax: false`) the pre-commit hook, whose only
+    job is the syntax gate, is not installed (and one left from before is removed): the
+    user chose not to check, so the agent's own `git commit` must not be refused.
 
     Copied rather than pointed at in the package: wheels and zip installs do not keep
     the exec bit, and a run's hooks should not change under it when gitswarm is
@@ -43,7 +49,11 @@ def install_hooks(dest_dir: Path) -> Path:
     """
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
+    if not syntax:
+        (dest / SYNTAX_HOOK).unlink(missing_ok=True)
     for name in HOOK_NAMES:
+        if name == SYNTAX_HOOK and not syntax:
+            continue
         data = _hook_source(name)
         target = dest / name
         try:

@@ -97,7 +97,7 @@ def test_ls_status_log_show_json(repo: Path, capsys: pytest.CaptureFixture[str])
     assert main(["log", "@last", "--json"]) == 0
     events = json.loads(capsys.readouterr().out)
     assert [e["type"] for e in events] == ["run_created", "plan_set", "phase_changed", "attempt_started", "attempt_finished"]
-    assert [e["seq"] for e in events] == [1, 2, 3, 4, 5] and all(len(e["commit"]) == 40 for e in events)
+    assert [e["seq"] for e in events] == [1, 2, 3, 4, 5] and all(len(e["state_commit"]) == 40 for e in events)
 
     assert main(["show", "@last", "t1", "--prompt"]) == 0
     assert capsys.readouterr().out == "# Task t1\nwrite pkg/sub.py\n"

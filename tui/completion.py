@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from gitswarm.model import RunPhase, RunState, TaskStatus
+from gitswarm.views import terminal_safe
 
 from .clock import parse_time, seconds_between, span
 from .gitread import DiffText
@@ -44,4 +45,7 @@ def summary(state: RunState, files: DiffText, now: datetime) -> CompletionView:
     if r.finalized:
         into = f" into {r.finalized.get('into')}" if r.finalized.get("into") else ""
         lines.append(f"finalized {r.finalized.get('action')}{into}")
-    return CompletionView(title=title, completed=r.phase == RunPhase.COMPLETED, lines=tuple(lines), files=files)
+    # Reasons and notes may quote agents: control characters written out (gitswarm.views).
+    return CompletionView(title=terminal_safe(title, multiline=False), completed=r.phase == RunPhase.COMPLETED,
+                          lines=tuple(terminal_safe(line, multiline=False) for line in lines),
+                          files=DiffText(terminal_safe(files.title), terminal_safe(files.text)))

@@ -11,6 +11,7 @@ from datetime import tzinfo
 from typing import Callable
 
 from gitswarm.model import Attempt, TaskState
+from gitswarm.views import terminal_safe
 
 from .clock import parse_time, span
 from .gitread import DiffText
@@ -133,13 +134,15 @@ def build(t: TaskState, wave: int | None, attempt: int | None, read: Reader, dif
         transcript = transcript_text(read(chosen.transcript_path))
         diff = differ(chosen)
     shown = f"attempt {chosen.n} of {len(t.attempts)}" if chosen else "no attempts"
+    # Spec, agent texts, prompt, transcript and diff all come from user files or agents:
+    # their control characters are written out, the CLI's rule (gitswarm.views).
     return DetailView(
         task=t.id,
         status=t.status.value,
-        heading=f"task {t.id}  {t.status.value}  wave {wave if wave is not None else '?'}  {shown}",
-        summary=summary_text(t, wave, tz),
+        heading=terminal_safe(f"task {t.id}  {t.status.value}  wave {wave if wave is not None else '?'}  {shown}"),
+        summary=terminal_safe(summary_text(t, wave, tz)),
         attempt=chosen.n if chosen else None,
-        prompt=prompt,
-        transcript=transcript,
-        diff=diff,
+        prompt=terminal_safe(prompt),
+        transcript=terminal_safe(transcript),
+        diff=DiffText(terminal_safe(diff.title), terminal_safe(diff.text)),
     )

@@ -15,6 +15,7 @@ from gitswarm.config import BudgetConfig
 from gitswarm.model import RunState, TaskState, TaskStatus
 from gitswarm.state import summarize
 from gitswarm.store import HistoryEntry
+from gitswarm.views import terminal_safe
 
 from .clock import parse_time, seconds_between, span, wall
 
@@ -118,19 +119,25 @@ def header(state: RunState, counts: Mapping[TaskStatus, int], budget: BudgetConf
     return HeaderView(
         run_id=r.id,
         phase=r.phase.value,
-        reason=r.reason,
+        reason=_cell(r.reason) if r.reason else r.reason,
         elapsed=span(seconds_between(r.created, end)),
-        goal=r.goal.splitlines()[0] if r.goal else "",
+        goal=_cell(r.goal.splitlines()[0]) if r.goal else "",
         branch=f"{r.swarm_branch or '-'} from {r.base_branch or '(detached)'} @ {(r.base_commit or '')[:10]}",
         counts=count_text(counts),
         budget=budget_lines(state, budget),
     )
 
 
+def _cell(text: str) -> str:
+    """Text from a user file or an agent, as one line of the dashboard: its control
+    characters (newlines too) written out, the CLI's rule (gitswarm.views)."""
+    return terminal_safe(text, multiline=False)
+
+
 def task_text(t: TaskState) -> str:
     if t.reason and t.status in (TaskStatus.FAILED, TaskStatus.SKIPPED, TaskStatus.PENDING):
-        return f"{t.spec.title}  [{t.reason}]"
-    return t.spec.title
+        return _cell(f"{t.spec.title}  [{t.reason}]")
+    return _cell(t.spec.title)
 
 
 def task_row(t: TaskState, wave: int) -> TaskRow:
@@ -175,7 +182,7 @@ def agent_rows(tasks: Iterable[TaskState], now: datetime) -> list[AgentRow]:
                 backend=a.backend,
                 model=a.model or "",
                 task=f"{t.id}#{a.n}",
-                last_event=_first_line(a.last_event) or "started",
+                last_event=_cell(_first_line(a.last_event)) or "started",
                 silence=span(seconds_between(a.last_event_at or a.started, now)),
             )
         )
@@ -215,7 +222,7 @@ def event_lines(entries: Iterable[HistoryEntry], tz: tzinfo) -> list[EventLine]:
     out = []
     for entry in entries:
         for e in entry.events:
-            out.append(EventLine(seq=int(e.get("seq", 0)), time=wall(e.get("at"), tz), text=summarize(e)))
+            out.append(EventLine(seq=int(e.get("seq", 0)), time=wall(e.get("at"), tz), text=_cell(summarize(e))))
     return out
 
 
