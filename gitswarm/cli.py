@@ -427,7 +427,11 @@ def validate_cmd(
     from . import dag, tasksfile
 
     loaded = _load_config(config)
-    specs = tasksfile.load_tasks(tasks_file) if tasks_file else []
+    specs: list = []
+    if tasks_file:
+        tf = tasksfile.read_tasks_file(tasks_file)
+        tasksfile.check_roles(tf, loaded.config.roles)  # as `start` refuses it
+        specs = list(tf.tasks)
     if as_json:
         _print_json({"config": loaded.config.to_dict(), "warnings": [str(w) for w in loaded.warnings], "tasks": [s.to_json() for s in specs]})
         return

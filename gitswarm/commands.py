@@ -29,7 +29,7 @@ from .model import RunPhase, RunState, TaskSpec
 from .planner import choose_planner_role
 from .state import InvalidEvent
 from .store import RunStore
-from .tasksfile import read_tasks_file
+from .tasksfile import check_roles, read_tasks_file
 
 
 def _reporter(prefix: str = "") -> Callable[[str], None]:
@@ -153,8 +153,9 @@ def _print_summary(state: RunState) -> None:
         out.print(f"resume:   gitswarm resume {r.id}", markup=False)
 
 
-def _load_tasks(path: str) -> tuple[list[TaskSpec], str]:
+def _load_tasks(path: str, config: SwarmConfig) -> tuple[list[TaskSpec], str]:
     tf = read_tasks_file(path)
+    check_roles(tf, config.roles)  # a task no role takes is refused here, at its kind
     return list(tf.tasks), tf.goal or ""
 
 
@@ -176,7 +177,7 @@ def _launch_and_run(
     repo = _repo_dir(ctx)
     waits = preview and not dry_run
     if tasks_file:
-        tasks, file_goal = _load_tasks(tasks_file)
+        tasks, file_goal = _load_tasks(tasks_file, loaded_config)
         goal = goal or file_goal
         launch = create_run(
             repo,
