@@ -67,10 +67,11 @@ class TasksFile:
     tasks: list[TaskSpec]
     goal: str | None = None
     format: str = ""
-    filename: str = ""
-    # task id -> (line, col) of its kind (or of the task when it gives none), so problems
-    # found against a config (check_roles) are placed in the file too.
-    kind_at: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    # Where it was read, not what it holds (so not compared): task id -> (line, col) of
+    # its kind (or of the task when it gives none), so problems found against a config
+    # (check_roles) are placed in the file too.
+    filename: str = field(default="", compare=False)
+    kind_at: Mapping[str, tuple[int, int]] = field(default_factory=dict, compare=False)
 
 
 def check_roles(tasks_file: TasksFile, roles: Sequence[RoleConfig]) -> None:
