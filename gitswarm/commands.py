@@ -118,9 +118,10 @@ def _detach(repo: Path, run_id: str, config: SwarmConfig) -> int:
     paths.root.mkdir(parents=True, exist_ok=True)
     log = paths.root / "coordinator.log"
     literals = config.literal_env()
+    argv = [sys.executable, "-m", "gitswarm", "-C", str(repo), "resume", run_id]
     with open(log, "ab") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gitswarm", "-C", str(repo), "resume", run_id, *(["--env-on-stdin"] if literals else [])],
+            [*argv, "--env-on-stdin"] if literals else argv,
             stdout=fh,
             stderr=subprocess.STDOUT,
             stdin=subprocess.PIPE if literals else subprocess.DEVNULL,

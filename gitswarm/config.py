@@ -348,7 +348,8 @@ class SwarmConfig(_Plain):
         restored = copy.deepcopy(self)
         for role in restored.roles:
             given = values.get(role.role_id, {})
-            role.env = {n: (str(given[n]) if v == REDACTED_ENV_VALUE and n in given else v) for n, v in role.env.items()}
+            role.env = {n: (str(given[n]) if v == REDACTED_ENV_VALUE and n in given else v)
+                        for n, v in role.env.items()}
         return restored
 
     @classmethod

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import subprocess
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -52,8 +51,7 @@ def check_run_id(repo_dir: Path, run_id: str) -> None:
         raise InputError(f"--run-id {run_id!r} is reserved: refs/attoswarm/{run_id} is gitswarm's own "
                          f"(reserved ids: {', '.join(sorted(RESERVED_RUN_IDS))}); choose another id")
     for ref in (f"refs/attoswarm/{run_id}/state", f"refs/heads/{swarm_branch(run_id)}"):
-        proc = subprocess.run(["git", "check-ref-format", ref], cwd=repo_dir, capture_output=True)
-        if proc.returncode != 0:
+        if gitops.git(repo_dir, "check-ref-format", ref, check=False).returncode != 0:
             raise InputError(f"--run-id {shown!r} is not valid in a git ref name ({ref}; see `git help "
                              f"check-ref-format`): {ID_RULES}")
     if not is_valid_id(run_id):

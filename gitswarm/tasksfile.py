@@ -85,7 +85,8 @@ def check_roles(tasks_file: TasksFile, roles: Sequence[RoleConfig]) -> None:
         if any(r.takes_kind(spec.kind) for r in roles):
             continue
         line, col = tasks_file.kind_at.get(spec.id, (1, 1))
-        message = f"task {spec.id!r}: no role of the config takes tasks of kind {spec.kind!r} (roles take: {', '.join(kinds)})"
+        message = (f"task {spec.id!r}: no role of the config takes tasks of kind {spec.kind!r} "
+                   f"(roles take: {', '.join(kinds)})")
         problems.append(Problem(message, tasks_file.filename, line, col))
     if problems:
         raise InputError(problems)

@@ -59,7 +59,8 @@ def test_a_task_naming_a_role_that_takes_nothing_else_still_runs_where_it_names(
 
 
 def test_an_unknown_script_step_is_refused_at_the_step(repo: Path) -> None:
-    tasks = "tasks:\n  - id: t1\n    script:\n      - {write: {path: a.txt, content: a}}\n      - {wrte: {path: b.txt}}\n"
+    tasks = ("tasks:\n  - id: t1\n    script:\n      - {write: {path: a.txt, content: a}}\n"
+             "      - {wrte: {path: b.txt}}\n")
     err = _refused(repo, tasks)
     _at(err, "tasks.yaml", 5)
     assert "wrte" in err and "write" in err

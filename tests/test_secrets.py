@@ -66,13 +66,15 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path, 
     seen = tmp_path / "seen"
     seen.mkdir()
     repo = make_repo(tmp_path / "repo")
-    tasks = write_tasks(tmp_path, "tasks:\n  - {id: t1, title: One, files: [t1.txt]}\n  - {id: t2, title: Two, files: [t2.txt], deps: [t1]}\n")
+    tasks = write_tasks(tmp_path, "tasks:\n  - {id: t1, title: One, files: [t1.txt]}\n"
+                                  "  - {id: t2, title: Two, files: [t2.txt], deps: [t1]}\n")
     return repo, _config(tmp_path, seen), tasks, seen
 
 
 def _all_objects(repo: Path) -> bytes:
     """Every object of the repository, loose or packed, reachable or not."""
-    proc = subprocess.run(["git", "cat-file", "--batch-all-objects", "--batch"], cwd=repo, capture_output=True, check=True)
+    args = ["git", "cat-file", "--batch-all-objects", "--batch"]
+    proc = subprocess.run(args, cwd=repo, capture_output=True, check=True)
     return proc.stdout
 
 
@@ -96,7 +98,8 @@ def test_a_finished_run_keeps_no_env_value_and_no_absolute_path_in_any_object(
     assert stored["phase"] == "completed"
     run_json = json.loads(git(repo, "show", "refs/attoswarm/r1/state:run.json"))
     env = run_json["config"]["roles"][0]["env"]
-    assert env == {"MY_API_KEY": REDACTED_ENV_VALUE, "OTHER_KEY": "${GITSWARM_TEST_OTHER}", "SEEN_DIR": REDACTED_ENV_VALUE}
+    assert env == {"MY_API_KEY": REDACTED_ENV_VALUE, "OTHER_KEY": "${GITSWARM_TEST_OTHER}",
+                   "SEEN_DIR": REDACTED_ENV_VALUE}
     assert checkout_snapshot(repo) == before
 
 
@@ -182,7 +185,8 @@ def test_agent_env_resolves_references_and_redacted_literals_from_the_environmen
     from gitswarm.config import SwarmConfig
 
     restored = SwarmConfig.from_dict(config.to_state(tmp_path))
-    assert restored.roles[0].agent_env({"B_SOURCE": "b", "A": "from-env", "C": "c"}) == {"A": "from-env", "B": "b", "C": "c"}
+    from_env = restored.roles[0].agent_env({"B_SOURCE": "b", "A": "from-env", "C": "c"})
+    assert from_env == {"A": "from-env", "B": "b", "C": "c"}
     with pytest.raises(InputError) as exc:
         restored.check_env({})
     message = str(exc.value)
