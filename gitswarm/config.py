@@ -219,6 +219,10 @@ class RoleConfig(_Plain):
             env[name] = value if source is None else environ[source]
         return env
 
+    def kinds_taken(self) -> str:
+        """The kinds this role takes, in words, for error messages."""
+        return ", ".join(self.task_kinds) if self.task_kinds else _kinds_accepted(self.role_type)
+
     def takes_kind(self, kind: str) -> bool:
         """Whether a task of `kind` may go to this role.
 

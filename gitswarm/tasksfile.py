@@ -78,7 +78,7 @@ def check_roles(tasks_file: TasksFile, roles: Sequence[RoleConfig]) -> None:
     """Refuse (InputError, at the task's kind) a task no role of the config would take:
     today's alternative is a run that fails the task once it is ready."""
     problems: list[Problem] = []
-    kinds = sorted({k for r in roles for k in r.task_kinds}) or ["(any kind its role type takes)"]
+    kinds = "; ".join(f"{r.role_id}: {r.kinds_taken()}" for r in roles) or "there are no roles"
     for spec in tasks_file.tasks:
         if spec.role and any(r.role_id == spec.role for r in roles):
             continue  # a task naming a role goes to it, whatever its kind (schedule.role_for)
@@ -86,7 +86,7 @@ def check_roles(tasks_file: TasksFile, roles: Sequence[RoleConfig]) -> None:
             continue
         line, col = tasks_file.kind_at.get(spec.id, (1, 1))
         message = (f"task {spec.id!r}: no role of the config takes tasks of kind {spec.kind!r} "
-                   f"(roles take: {', '.join(kinds)})")
+                   f"({kinds}; or name a role with 'role:')")
         problems.append(Problem(message, tasks_file.filename, line, col))
     if problems:
         raise InputError(problems)
