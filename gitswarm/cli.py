@@ -457,7 +457,10 @@ def validate_cmd(
     from . import dag, tasksfile
 
     loaded = _load_config(config)
-    specs = tasksfile.load_tasks(tasks_file) if tasks_file else []
+    tf = tasksfile.read_tasks_file(tasks_file) if tasks_file else None
+    if tf is not None:
+        tasksfile.check_roles(tf, loaded.config.roles)  # as `start` refuses it
+    specs = list(tf.tasks) if tf is not None else []
     if as_json:
         _print_json({"config": loaded.config.to_dict(), "warnings": [str(w) for w in loaded.warnings], "tasks": [s.to_json() for s in specs]})
         return

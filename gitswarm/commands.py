@@ -7,6 +7,7 @@ with compare-and-swap; the running coordinator picks them up on its next read.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from .model import RunPhase, RunState, TaskSpec
 from .planner import choose_planner_role
 from .state import InvalidEvent
 from .store import RunStore
-from .tasksfile import read_tasks_file
+from .tasksfile import check_roles, read_tasks_file
 
 
 def _reporter(prefix: str = "") -> Callable[[str], None]:
@@ -116,15 +117,20 @@ def _detach(repo: Path, run_id: str, config: SwarmConfig) -> int:
     paths = run_paths(repo, config, run_id)
     paths.root.mkdir(parents=True, exist_ok=True)
     log = paths.root / "coordinator.log"
+    literals = config.literal_env()
+    argv = [sys.executable, "-m", "gitswarm", "-C", str(repo), "resume", run_id]
     with open(log, "ab") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gitswarm", "-C", str(repo), "resume", run_id],
+            [*argv, "--env-on-stdin"] if literals else argv,
             stdout=fh,
             stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if literals else subprocess.DEVNULL,
             start_new_session=True,  # survives the terminal closing
             cwd=repo,
         )
+        if proc.stdin is not None:
+            proc.stdin.write(json.dumps(literals).encode())
+            proc.stdin.close()
     out.print(f"coordinator running in the background (pid {proc.pid}); log: {log}", markup=False)
     out.print(f"watch it: gitswarm status {run_id}   stop it: gitswarm stop {run_id}", markup=False)
     return 0
@@ -155,8 +161,9 @@ def _check_folders(ctx: typer.Context, loaded: LoadedConfig, run_id: Optional[st
     runfolders.check(_repo_dir(ctx), cfg.run.run_dir, cfg.worktree.dir, run_id=run_id, where=loaded.where)
 
 
-def _load_tasks(path: str) -> tuple[list[TaskSpec], str]:
+def _load_tasks(path: str, config: SwarmConfig) -> tuple[list[TaskSpec], str]:
     tf = read_tasks_file(path)
+    check_roles(tf, config.roles)  # a task no role takes is refused here, at its kind
     return list(tf.tasks), tf.goal or ""
 
 
@@ -178,7 +185,7 @@ def _launch_and_run(
     repo = _repo_dir(ctx)
     waits = preview and not dry_run
     if tasks_file:
-        tasks, file_goal = _load_tasks(tasks_file)
+        tasks, file_goal = _load_tasks(tasks_file, loaded_config)
         goal = goal or file_goal
         launch = create_run(
             repo,
@@ -291,6 +298,8 @@ def resume_cmd(
     run: str = typer.Argument("@last", help="Run id, unique prefix, or @last."),
     monitor: bool = typer.Option(False, "--monitor/--no-monitor", help="Run in the background and open the dashboard; closing it (q) detaches, the run goes on."),
     detach: bool = typer.Option(False, "--detach", help="Run in the background."),
+    env_on_stdin: bool = typer.Option(False, "--env-on-stdin", hidden=True,
+                                      help="Read the roles' literal env values as JSON on stdin (used by --detach)."),
 ) -> None:
     """Go on with a run after a crash, a stop or a dry run: the state ref says where it
     was; merged work is never redone; attempts that were running start again."""
@@ -303,7 +312,13 @@ def resume_cmd(
     lease = rs.read_lease()
     if RunStore.lease_is_live(lease) and lease:
         raise GitswarmError(f"run {state.run.id} is already being coordinated by pid {lease.get('pid')} on {lease.get('host')}; watch it with `gitswarm status {state.run.id}`")
-    raise typer.Exit(_coordinate(ctx, _repo_dir(ctx), state.run.id, _config_of(state), detach, monitor))
+    config = _config_of(state)
+    if env_on_stdin:
+        # The state keeps role env literals by name only; a detached coordinator gets them
+        # from the process that started it, through a pipe (never a file or an argument).
+        config = config.with_literal_env(json.loads(sys.stdin.read() or "{}"))
+    config.check_env(os.environ)
+    raise typer.Exit(_coordinate(ctx, _repo_dir(ctx), state.run.id, config, detach, monitor))
 
 
 @app.command("continue")

@@ -24,7 +24,7 @@ import math
 import os
 import re
 import string
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, TypeVar
@@ -100,6 +100,32 @@ _BRANCH_PREFIX_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za
 # name would be a directory/file clash in git's ref store.
 _SWARM_BRANCH_NAMESPACE = "attoswarm"
 
+# Role `env` in the run's state (run.json), which is meant to be pushed: a value that is
+# exactly a `${NAME}` reference is stored as the reference and resolved from the
+# environment when an agent starts; any other value is a literal (an API key, say) and
+# is stored as this marker only. A process that has no literal (a `resume`) takes it from
+# the environment variable of the same name (docs/config.md, role `env`).
+REDACTED_ENV_VALUE = "<redacted>"
+_ENV_REFERENCE_RE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+def env_reference(value: str) -> str | None:
+    """The variable a role env value refers to (`${NAME}`), or None for a literal."""
+    m = _ENV_REFERENCE_RE.match(value)
+    return m.group(1) if m else None
+
+
+def stored_env_value(value: str) -> str:
+    """What the run's state keeps of one role env value: the reference, or the marker."""
+    return value if env_reference(value) is not None else REDACTED_ENV_VALUE
+
+
+def _env_source(name: str, value: str) -> str | None:
+    """The environment variable a value must be read from when the agent starts, if any."""
+    if value == REDACTED_ENV_VALUE:
+        return name
+    return env_reference(value)
+
 
 # ---------------------------------------------------------------------------------------
 # Schema
@@ -167,6 +193,36 @@ class RoleConfig(_Plain):
     def acts_as(self) -> str:
         """The role type gitswarm treats this role as (critic -> judge, synthesizer -> merger)."""
         return ROLE_TYPE_ALIASES.get(self.role_type, self.role_type)
+
+    def missing_env(self, environ: Mapping[str, str]) -> list[str]:
+        """Why this role's env cannot be given to an agent here, one line per variable."""
+        missing: list[str] = []
+        for name, value in self.env.items():
+            source = _env_source(name, value)
+            if source is None or source in environ:
+                continue
+            if value == REDACTED_ENV_VALUE:
+                missing.append(f"role {self.role_id}: env {name} was a literal value in the config, which the run's "
+                               f"state does not keep: set {name} in the environment")
+            else:
+                missing.append(f"role {self.role_id}: env {name} is {value}: set {source} in the environment")
+        return missing
+
+    def agent_env(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """The variables an agent of this role gets: literals as given, references and
+        redacted literals from `environ` (checked up front by SwarmConfig.check_env)."""
+        missing = self.missing_env(environ)
+        if missing:
+            raise InputError("; ".join(missing))
+        env: dict[str, str] = {}
+        for name, value in self.env.items():
+            source = _env_source(name, value)
+            env[name] = value if source is None else environ[source]
+        return env
+
+    def kinds_taken(self) -> str:
+        """The kinds this role takes, in words, for error messages."""
+        return ", ".join(self.task_kinds) if self.task_kinds else _kinds_accepted(self.role_type)
 
     def takes_kind(self, kind: str) -> bool:
         """Whether a task of `kind` may go to this role.
@@ -263,7 +319,43 @@ class SwarmConfig(_Plain):
         return role.model or self.run.default_model
 
     # to_dict (from _Plain) gives every resolved value, defaults included, as JSON-able
-    # data: the run's state stores it, and from_dict(to_dict()) == self.
+    # data, and from_dict(to_dict()) == self. The run's state stores to_state() instead.
+
+    def to_state(self, repo_dir: str | os.PathLike[str]) -> dict[str, Any]:
+        """The config as the run's state keeps it, which is meant to be shared: role env
+        values redacted (references kept), and folders inside the repository relative to
+        its root, so neither a secret nor the user's home path is in any pushed object.
+        A folder outside the repository is kept as given: the run needs it to resume."""
+        data = self.to_dict()
+        for role in data["roles"]:
+            role["env"] = {name: stored_env_value(value) for name, value in role["env"].items()}
+        data["run"]["run_dir"] = _repo_relative(data["run"]["run_dir"], repo_dir)
+        data["run"]["working_dir"] = _repo_relative(data["run"]["working_dir"], repo_dir)
+        if data["worktree"]["dir"]:
+            data["worktree"]["dir"] = _repo_relative(data["worktree"]["dir"], repo_dir)
+        return data
+
+    def check_env(self, environ: Mapping[str, str]) -> None:
+        """Refuse (InputError) a run whose agents would miss a role env variable: before a
+        run is created, and before a resume, rather than at the first agent."""
+        missing = [line for role in self.roles for line in role.missing_env(environ)]
+        if missing:
+            raise InputError("the agents' environment is incomplete:\n  " + "\n  ".join(missing)
+                             + "\n(the run's state keeps role env values by name only: docs/config.md, role env)")
+
+    def literal_env(self) -> dict[str, dict[str, str]]:
+        """role id -> the literal env values this process knows (for a child coordinator)."""
+        found = {role.role_id: {n: v for n, v in role.env.items() if _env_source(n, v) is None} for role in self.roles}
+        return {role_id: values for role_id, values in found.items() if values}
+
+    def with_literal_env(self, values: Mapping[str, Mapping[str, str]]) -> SwarmConfig:
+        """A copy whose redacted env values are replaced by `values` (from literal_env)."""
+        restored = copy.deepcopy(self)
+        for role in restored.roles:
+            given = values.get(role.role_id, {})
+            role.env = {n: (str(given[n]) if v == REDACTED_ENV_VALUE and n in given else v)
+                        for n, v in role.env.items()}
+        return restored
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SwarmConfig:
@@ -280,6 +372,19 @@ class SwarmConfig(_Plain):
             hooks=HooksConfig.from_dict(data.get("hooks", {})),
             prices={str(k): {str(a): float(b) for a, b in v.items()} for k, v in (data.get("prices") or {}).items()},
         )
+
+
+def _repo_relative(folder: str, repo_dir: str | os.PathLike[str]) -> str:
+    """`folder` relative to the repository root when it is an absolute path inside it."""
+    if not os.path.isabs(folder):
+        return folder
+    root = os.path.realpath(repo_dir)
+    real = os.path.realpath(folder)
+    if real == root:
+        return "."
+    if real.startswith(root + os.sep):
+        return os.path.relpath(real, root)
+    return folder
 
 
 @dataclass

@@ -516,7 +516,7 @@ class Coordinator:
         and the price of its model."""
         env = worker_env(hooks_dir=self.paths.hooks, run_id=self.run_id, task_id=spec.id, attempt=n, agent=agent,
                          committer=self.committer, excludes_file=self.paths.excludes)
-        env.update(role.env)
+        env.update(role.agent_env(os.environ))
         options = {**role_options(role, self.config.prices.get(agent.model or "")), **(extra or {})}
         return AgentRequest(task=spec, attempt=n, prompt=prompt, workdir=workdir, role_id=role.role_id,
                             backend=role.backend, agent_id=agent.id, model=agent.model, command=role.command,

@@ -174,10 +174,13 @@ def live_check(role: RoleConfig, model: str, base_dir: str, workdir: Path) -> Ch
     command = resolve_binary(role, base_dir) if binary else None
     if binary is not None and command is None:
         return Check(name, FAIL, f"{role.backend}: not run, '{binary}' is not found")
+    missing = role.missing_env(os.environ)
+    if missing:
+        return Check(name, FAIL, f"{role.backend}: not run, {'; '.join(missing)}")
     request = AgentRequest(
         task=TaskSpec(id="doctor", title="connection check"), attempt=1, prompt=LIVE_PROMPT, workdir=workdir,
         role_id=role.role_id, backend=role.backend, agent_id=f"{role.role_id}-doctor", model=model or None,
-        command=command, args=tuple(role.args), env=dict(role.env), options=role_options(role),
+        command=command, args=tuple(role.args), env=role.agent_env(os.environ), options=role_options(role),
         timeout=LIVE_TIMEOUT, heartbeat_timeout=LIVE_TIMEOUT,
     )
     backend = get_backend(role.backend)

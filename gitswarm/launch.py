@@ -9,6 +9,7 @@ snapshotted into a commit with a temporary index when `--include-uncommitted` as
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 from . import gitops, runfolders
 from .config import SwarmConfig
 from .errors import InputError
-from .model import RunPhase, RunState, TaskSpec, is_valid_id
+from .model import ID_RULES, MAX_ID_LENGTH, RESERVED_RUN_IDS, RunPhase, RunState, TaskSpec, bad_character, is_valid_id
 from .store import RunStore, Store, now_iso, swarm_branch
 
 Reporter = Callable[[str], None]
@@ -37,6 +38,49 @@ def new_run_id(goal: str, name: str | None = None, now: datetime | None = None, 
     now = now or datetime.now(timezone.utc)
     digest = hashlib.sha1(f"{goal}|{name}|{time.time_ns()}|{salt}".encode()).hexdigest()[:4]
     return f"{now:%Y%m%d}-{slug(name or goal)}-{digest}"
+
+
+def check_run_id(repo_dir: Path, run_id: str) -> None:
+    """Refuse a `--run-id` gitswarm cannot use, naming the rule it breaks. The id becomes
+    a part of several ref names (refs/attoswarm/<id>/state, refs/heads/attoswarm/<id>,
+    the work branches), so git's ref-name rules apply on top of gitswarm's own."""
+    shown = run_id if len(run_id) <= 60 else run_id[:60] + "..."
+    if len(run_id) > MAX_ID_LENGTH:
+        raise InputError(f"--run-id {shown!r} is {len(run_id)} characters long: the limit is {MAX_ID_LENGTH}")
+    if run_id in RESERVED_RUN_IDS:
+        raise InputError(f"--run-id {run_id!r} is reserved: refs/attoswarm/{run_id} is gitswarm's own "
+                         f"(reserved ids: {', '.join(sorted(RESERVED_RUN_IDS))}); choose another id")
+    for ref in (f"refs/attoswarm/{run_id}/state", f"refs/heads/{swarm_branch(run_id)}"):
+        if gitops.git(repo_dir, "check-ref-format", ref, check=False).returncode != 0:
+            raise InputError(f"--run-id {shown!r} is not valid in a git ref name ({ref}; see `git help "
+                             f"check-ref-format`): {ID_RULES}")
+    if not is_valid_id(run_id):
+        raise InputError(f"--run-id {shown!r} is not valid: {ID_RULES}")
+
+
+def check_goal(goal: str) -> None:
+    """A goal is shown in terminals and prompts: no control character but new lines and tabs."""
+    bad = bad_character(goal, multiline=True)
+    if bad is not None:
+        raise InputError(f"the goal holds {bad}: remove it (goals may hold new lines and tabs, no other "
+                         "control character)")
+
+
+def check_branch_namespaces(repo_dir: Path, config: SwarmConfig, run_id: str) -> None:
+    """Refuse, before anything is written, a run whose branches git could not create: a
+    branch `attoswarm` (or `attoswarm-work`, or the configured branch prefix, or any
+    folder of it) is a file where git needs a folder for `attoswarm/<run>`."""
+    wanted = (swarm_branch(run_id), f"{config.worktree.branch_prefix}/{run_id}/<task>")
+    for branch in wanted:
+        parts = branch.split("/")
+        for n in range(1, len(parts)):
+            blocker = "/".join(parts[:n])
+            if gitops.rev_parse(repo_dir, f"refs/heads/{blocker}") is not None:
+                raise InputError(
+                    f"a branch {blocker!r} exists in this repository, so git cannot create the run's branch "
+                    f"{branch!r} (a branch name cannot also be a folder of branches): rename it, for example "
+                    f"`git branch -m {blocker} {blocker}-old`, then start the run again"
+                )
 
 
 @dataclass(frozen=True)
@@ -79,15 +123,18 @@ def open_run(
     parent: RunStore | None = None,
 ) -> Opened:
     """Resolve the base and write the run's first state commit (phase planning)."""
-    store = Store(repo_dir)
-    if run_id is not None and not is_valid_id(run_id):
-        raise InputError(f"--run-id {run_id!r}: use lowercase letters, digits, '.', '_' and '-'")
+    if run_id is not None:
+        check_run_id(repo_dir, run_id)
     if approval_timeout is not None and approval_timeout <= 0:
         raise InputError(f"--approval-timeout {approval_timeout:g}: give a number of seconds above 0")
+    check_goal(goal)
+    config.check_env(os.environ)
     run_id = run_id or new_run_id(goal or name_hint, config.run.name or None)
     # Before anything is written: the folders the run will write to (and gc delete)
     # must be gitswarm's, never the user's (gitswarm.runfolders).
     runfolders.check(repo_dir, config.run.run_dir, config.worktree.dir, run_id=run_id)
+    check_branch_namespaces(repo_dir, config, run_id)
+    store = Store(repo_dir)
 
     parent_state = None
     if parent is not None:
@@ -119,7 +166,7 @@ def open_run(
         "goal": goal,
         "base": {"branch": base_branch, "commit": base_commit},
         "swarm_branch": swarm,
-        "config": config.to_dict(),
+        "config": config.to_state(repo_dir),
         "preview": preview,
     }
     if approval_timeout is not None:

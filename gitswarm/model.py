@@ -25,6 +25,28 @@ def is_valid_id(value: str) -> bool:
     return bool(ID_PATTERN.match(value)) and ".." not in value and not value.endswith((".lock", "."))
 
 
+MAX_ID_LENGTH = 100  # ID_PATTERN's limit, for messages
+ID_RULES = (
+    "ids use lowercase letters, digits, '.', '_' and '-', start with a letter or digit, are at most "
+    f"{MAX_ID_LENGTH} characters long, and neither contain '..' nor end with '.' or '.lock'"
+)
+
+
+def bad_character(text: str, *, multiline: bool) -> str | None:
+    """The first control character in `text`, described with its position, or None.
+
+    Text from the user (titles, descriptions, goals) reaches terminals, prompts and commit
+    messages: C0 controls (NUL, ESC, ...), DEL and C1 controls are refused there. A
+    multi-line text (a description, a goal) may hold new lines and tabs; a title none.
+    """
+    allowed = "\t\n" if multiline else ""
+    for i, ch in enumerate(text):
+        code = ord(ch)
+        if (code < 0x20 or 0x7F <= code <= 0x9F) and ch not in allowed:
+            return f"a control character (U+{code:04X}) at character {i + 1}"
+    return None
+
+
 class RunPhase(str, Enum):
     PLANNING = "planning"
     AWAITING_APPROVAL = "awaiting_approval"

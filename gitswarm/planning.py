@@ -20,6 +20,7 @@ repeats the first prompt and the answer.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import threading
@@ -248,7 +249,7 @@ def _request(planner: Planner, config: SwarmConfig, run_id: str, workdir: Path, 
         # Resumed CLIs report the session's running totals (codex): what it used before.
         options["session_usage"] = planned.usage.to_json()
     env = {"GITSWARM_RUN": run_id, "GITSWARM_AGENT": planner.agent_id, "GITSWARM_ROLE": "planner",
-           "GIT_PAGER": "cat", "GIT_EDITOR": "true", **role.env}
+           "GIT_PAGER": "cat", "GIT_EDITOR": "true", **role.agent_env(os.environ)}
     return AgentRequest(
         task=TaskSpec(id="plan", title="Plan the goal", description=goal),
         attempt=len(planned.turns) + 1,

@@ -27,7 +27,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import TaggedScalar
@@ -36,7 +36,10 @@ from ruamel.yaml.scalarbool import ScalarBoolean
 
 from gitswarm import dag
 from gitswarm.errors import InputError, Problem
-from gitswarm.model import TaskSpec, is_valid_id
+from gitswarm.model import TaskSpec, bad_character, is_valid_id
+
+if TYPE_CHECKING:
+    from gitswarm.config import RoleConfig
 
 # A path into the parsed data: ("tasks", 3, "deps", 0).
 DataPath = tuple[Any, ...]
@@ -64,6 +67,29 @@ class TasksFile:
     tasks: list[TaskSpec]
     goal: str | None = None
     format: str = ""
+    # Where it was read, not what it holds (so not compared): task id -> (line, col) of
+    # its kind (or of the task when it gives none), so problems found against a config
+    # (check_roles) are placed in the file too.
+    filename: str = field(default="", compare=False)
+    kind_at: Mapping[str, tuple[int, int]] = field(default_factory=dict, compare=False)
+
+
+def check_roles(tasks_file: TasksFile, roles: Sequence[RoleConfig]) -> None:
+    """Refuse (InputError, at the task's kind) a task no role of the config would take:
+    today's alternative is a run that fails the task once it is ready."""
+    problems: list[Problem] = []
+    kinds = "; ".join(f"{r.role_id}: {r.kinds_taken()}" for r in roles) or "there are no roles"
+    for spec in tasks_file.tasks:
+        if spec.role and any(r.role_id == spec.role for r in roles):
+            continue  # a task naming a role goes to it, whatever its kind (schedule.role_for)
+        if any(r.takes_kind(spec.kind) for r in roles):
+            continue
+        line, col = tasks_file.kind_at.get(spec.id, (1, 1))
+        message = (f"task {spec.id!r}: no role of the config takes tasks of kind {spec.kind!r} "
+                   f"({kinds}; or name a role with 'role:')")
+        problems.append(Problem(message, tasks_file.filename, line, col))
+    if problems:
+        raise InputError(problems)
 
 
 # --------------------------------------------------------------------------- entry points
@@ -280,6 +306,36 @@ def _read_text(item: Mapping[str, Any], key: str, path: DataPath, report: _Repor
     return None
 
 
+def _read_words(item: Mapping[str, Any], key: str, path: DataPath, report: _Report, *, multiline: bool) -> str | None:
+    """A text field shown in terminals, prompts and commit messages: no control character
+    (titles none at all; descriptions and goals may hold new lines and tabs)."""
+    value = _read_text(item, key, path, report)
+    if value is not None:
+        bad = bad_character(value, multiline=multiline)
+        if bad is not None:
+            allowed = "new lines and tabs are the only ones allowed" if multiline else "a title holds none"
+            report.at(path + (key,), f"{key!r} holds {bad}: remove it ({allowed})")
+    return value
+
+
+def _check_script(item: Mapping[str, Any], path: DataPath, report: _Report) -> None:
+    """The scripted backend's `script`, checked as the backend will (an unknown step is a
+    typo in the file, not an attempt to fail at run time)."""
+    if "script" not in item:
+        return
+    from gitswarm.backends.scripted import ScriptError, parse_step
+
+    script = item["script"]
+    if not isinstance(script, list):
+        report.at(path + ("script",), f"'script' must be a list of steps, not {_describe(script)}")
+        return
+    for i, raw in enumerate(script):
+        try:
+            parse_step(i + 1, raw)
+        except ScriptError as exc:
+            report.at(path + ("script", i), str(exc))
+
+
 def _read_deps(
     item: Mapping[str, Any], path: DataPath, schema: _Schema, report: _Report
 ) -> tuple[list[str], list[DataPath]]:
@@ -339,8 +395,9 @@ def _read_entry(item: Any, path: DataPath, schema: _Schema, report: _Report) -> 
         report.at(path, f"a task must be a mapping with at least {schema.id_key!r}, not {_describe(item)}")
         return None
     task_id, raw_id = _read_id(item, path, schema, report)
-    title = _read_text(item, "title", path, report)
-    description = _read_text(item, "description", path, report)
+    title = _read_words(item, "title", path, report, multiline=False)
+    description = _read_words(item, "description", path, report, multiline=True)
+    _check_script(item, path, report)
     deps, dep_paths = _read_deps(item, path, schema, report)
     files = _read_files(item, path, schema.files_key, report)
     kind = _read_kind(item, path, schema.kind_key, report)
@@ -391,6 +448,16 @@ def _build(items: Sequence[Any], base: DataPath, schema: _Schema, report: _Repor
     return [e.spec for e in entries if e.spec is not None]
 
 
+def _kind_positions(items: Sequence[Any], base: DataPath, schema: _Schema, report: _Report,
+                    tasks: Sequence[TaskSpec]) -> dict[str, tuple[int, int]]:
+    """Where each task's kind is written (the locator falls back to the task itself)."""
+    at: dict[str, tuple[int, int]] = {}
+    for i, spec in enumerate(tasks):
+        if i < len(items):
+            at[spec.id] = report.locate(base + (i, schema.kind_key), False)
+    return at
+
+
 # --------------------------------------------------------------------------- YAML
 
 
@@ -413,7 +480,8 @@ def _parse_yaml(text: str, filename: str) -> TasksFile:
             report.at(base, NO_TASKS)
         report.raise_if_any()
     tasks = _build(items, base, GITSWARM_SCHEMA, report)  # raises with every problem so far
-    return TasksFile(tasks, goal.strip() if goal and goal.strip() else None, "yaml")
+    kind_at = _kind_positions(items, base, GITSWARM_SCHEMA, report, tasks)
+    return TasksFile(tasks, goal.strip() if goal and goal.strip() else None, "yaml", filename, kind_at)
 
 
 def _yaml_top_mapping(data: dict[str, Any], report: _Report) -> tuple[list[Any], str | None]:
@@ -421,7 +489,7 @@ def _yaml_top_mapping(data: dict[str, Any], report: _Report) -> tuple[list[Any],
         if key not in ("tasks", "goal"):
             # Strict here, unlike task keys: a misspelt "taks:" must not load as no tasks.
             report.at((key,), f"unknown key {key!r}: a tasks file has 'tasks' and optionally 'goal'", key=True)
-    goal = _read_text(data, "goal", (), report)
+    goal = _read_words(data, "goal", (), report, multiline=True)
     if "tasks" not in data:
         report.at((), "the tasks file has no 'tasks' list")
         return [], goal
@@ -619,9 +687,14 @@ def _parse_markdown(text: str, filename: str) -> TasksFile:
         hint = " (each task is a '## <id>: <title>' section)" if text.strip() else ""
         report.at_position(1, 1, NO_TASKS + hint)
         report.raise_if_any()
-    tasks = _build(items, ("tasks",), GITSWARM_SCHEMA, report)  # raises with every problem so far
     goal = "\n".join(preamble).strip()
-    return TasksFile(tasks, goal or None, "markdown")
+    for line_no, line in enumerate(preamble, start=1):
+        bad = bad_character(line, multiline=True)
+        if bad is not None:
+            report.at_position(line_no, 1, f"the goal (the text before the first task) holds {bad}: remove it")
+    tasks = _build(items, ("tasks",), GITSWARM_SCHEMA, report)  # raises with every problem so far
+    kind_at = _kind_positions(items, ("tasks",), GITSWARM_SCHEMA, report, tasks)
+    return TasksFile(tasks, goal or None, "markdown", filename, kind_at)
 
 
 def _md_sections(text: str) -> tuple[list[str], list[_MdSection]]:
@@ -726,7 +799,7 @@ def _parse_attoswarm(text: str, filename: str) -> TasksFile:
     if not isinstance(data, dict):
         report.at((), "an attoswarm manifest is a JSON object with 'goal' and 'tasks'")
         report.raise_if_any()
-    goal = _read_text(data, "goal", (), report)
+    goal = _read_words(data, "goal", (), report, multiline=True)
     tasks = data.get("tasks")
     if "tasks" not in data:
         report.at((), "the manifest has no 'tasks' list")
@@ -737,7 +810,8 @@ def _parse_attoswarm(text: str, filename: str) -> TasksFile:
     if not isinstance(tasks, list) or not tasks:
         report.raise_if_any()
     specs = _build(tasks, ("tasks",), ATTOSWARM_SCHEMA, report)  # raises with every problem so far
-    return TasksFile(specs, goal or "", "attoswarm")
+    kind_at = _kind_positions(tasks, ("tasks",), ATTOSWARM_SCHEMA, report, specs)
+    return TasksFile(specs, goal or "", "attoswarm", filename, kind_at)
 
 
 def _json_positions(text: str) -> dict[DataPath, tuple[int, int]]:

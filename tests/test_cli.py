@@ -229,7 +229,9 @@ def test_bad_tasks_file_exits_2_with_position(path: Path, repo: Path, capsys: py
 
 
 def test_compat_manifests_validate(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (repo / "swarm.yaml").write_text("version: 1\nroles:\n  - {role_id: impl, role_type: worker, backend: scripted}\n")
+    # swarmtester9 has a task of kind 'judge': a config without a judge role is refused.
+    (repo / "swarm.yaml").write_text("version: 1\nroles:\n  - {role_id: impl, role_type: worker, backend: scripted}\n"
+                                     "  - {role_id: review, role_type: judge, backend: scripted}\n")
     manifests = sorted((REPO_ROOT.parent / "shared" / "compat" / "attoswarm-runs").glob("*.json"))
     assert len(manifests) == 3
     for m in manifests:
