@@ -357,7 +357,10 @@ def snapshot_worktree(
         index = Path(tmp) / "index"
         ienv = {**(env or {}), "GIT_INDEX_FILE": str(index)}
         if real_index.exists():
-            shutil.copyfile(real_index, index)  # the stat cache: only changed files are hashed
+            # The stat cache, so only changed files are hashed; with the index's own
+            # mtime (copy2), which git's racy-file check compares files against: a fresh
+            # mtime would make a file edited in the second of the last checkout look clean.
+            shutil.copy2(real_index, index)
         elif parent:
             git(root, "read-tree", parent, env=ienv)
         refused: tuple[str, ...] = ()

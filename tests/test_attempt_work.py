@@ -246,3 +246,19 @@ def test_the_markdown_format_takes_allow_empty(tmp_path: Path) -> None:
     assert not parse_tasks_yaml("tasks:\n  - {id: t1}\n")[0].allow_empty
     md = parse_tasks_markdown("## t1: Check\nallow_empty: true\n\nLook only.\n")
     assert md[0].allow_empty and md[0].description == "Look only."
+
+
+def test_a_snapshot_sees_a_file_changed_in_the_second_of_the_last_index_write(tmp_path: Path) -> None:
+    # Same size, same second as the index entry: only git's racy-file check (a file not
+    # older than the index is re-hashed) sees the change, and it needs the index's mtime.
+    import time
+
+    repo = make_repo(tmp_path / "repo", {"a.txt": "old\n"})
+    while time.time() % 1 > 0.3:  # the writes below in one second
+        time.sleep(0.05)
+    (repo / "a.txt").write_text("one\n")
+    git(repo, "add", "a.txt")
+    (repo / "a.txt").write_text("new\n")
+    time.sleep(1.1)  # the snapshot's copy of the index is made a second later
+    snap = gitops.snapshot_worktree(repo, "snap", git(repo, "rev-parse", "HEAD"), ("a", "a@b"))
+    assert snap.commit is not None and git(repo, "show", f"{snap.commit}:a.txt") == "new"
