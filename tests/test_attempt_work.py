@@ -262,3 +262,15 @@ def test_a_snapshot_sees_a_file_changed_in_the_second_of_the_last_index_write(tm
     time.sleep(1.1)  # the snapshot's copy of the index is made a second later
     snap = gitops.snapshot_worktree(repo, "snap", git(repo, "rev-parse", "HEAD"), ("a", "a@b"))
     assert snap.commit is not None and git(repo, "show", f"{snap.commit}:a.txt") == "new"
+
+
+def test_a_planner_may_mark_a_task_allow_empty(tmp_path: Path) -> None:
+    from gitswarm.config import RoleConfig
+    from gitswarm.planner import check_answer
+
+    roles = [RoleConfig("impl", "scripted")]
+    plan = [{"id": "a", "title": "A", "allow_empty": True}, {"id": "b", "title": "B"}]
+    check = check_answer(json.dumps({"tasks": plan}), roles)
+    assert [t.allow_empty for t in check.tasks] == [True, False], check.problems
+    bad = check_answer(json.dumps({"tasks": [{"id": "a", "title": "A", "allow_empty": "yes"}]}), roles)
+    assert not bad.tasks and any("allow_empty" in p.message for p in bad.problems)
