@@ -274,3 +274,23 @@ def test_a_planner_may_mark_a_task_allow_empty(tmp_path: Path) -> None:
     assert [t.allow_empty for t in check.tasks] == [True, False], check.problems
     bad = check_answer(json.dumps({"tasks": [{"id": "a", "title": "A", "allow_empty": "yes"}]}), roles)
     assert not bad.tasks and any("allow_empty" in p.message for p in bad.problems)
+
+
+def test_done_empty_is_only_for_a_task_that_allows_it_after_an_ok_attempt() -> None:
+    from gitswarm.state import InvalidEvent, apply, empty_state
+
+    state = apply(empty_state(), {"type": "run_created", "run": {"id": "r1"}})
+    state = apply(state, {"type": "plan_set", "tasks": [{"id": "ok", "title": "T", "allow_empty": True},
+                                                        {"id": "no", "title": "T"}]})
+    for tid in ("ok", "no"):
+        state = apply(state, {"type": "attempt_started", "task": tid, "n": 1, "agent": "impl-1", "backend": "scripted"})
+    with pytest.raises(InvalidEvent):  # still running
+        apply(state, {"type": "done_empty", "task": "ok", "n": 1})
+    for tid in ("ok", "no"):
+        state = apply(state, {"type": "attempt_finished", "task": tid, "n": 1, "result": "ok", "commit": "b" * 40})
+    with pytest.raises(InvalidEvent, match="allow_empty"):
+        apply(state, {"type": "done_empty", "task": "no", "n": 1})
+    done = apply(state, {"type": "done_empty", "task": "ok", "n": 1})
+    assert done.tasks["ok"].status.value == "done" and done.tasks["ok"].attempts[0].merge_commit is None
+    with pytest.raises(InvalidEvent):
+        apply(state, {"type": "task_status", "task": "no", "status": "done"})
