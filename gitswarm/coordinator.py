@@ -48,7 +48,8 @@ MERGE_AUTHOR = ("gitswarm", "gitswarm@gitswarm.invalid")  # author of the swarm 
 JUDGE_TIMEOUT = 600.0  # seconds a judge may take when neither its role nor the watchdog sets a limit
 
 
-NO_CHANGES = "no changes: the agent finished without changing any file (a task that may change nothing says allow_empty: true)"
+NO_CHANGES = ("no changes: the agent finished without changing any file "
+              "(a task that may change nothing says allow_empty: true)")
 
 
 def attempt_ref(run_id: str, task_id: str, n: int) -> str:
@@ -205,8 +206,8 @@ class AttemptWorker(threading.Thread):
         # uncommitted where nobody could review it. So the trailers are written here.
         self._check_branch()
         env = dict(self.request.env)
-        gitops.commit_all(self.path, self._message(f"Work left uncommitted by {self.request.agent_id}, committed by gitswarm."),
-                          env, verify=False)
+        why = f"Work left uncommitted by {self.request.agent_id}, committed by gitswarm."
+        gitops.commit_all(self.path, self._message(why), env, verify=False)
         return gitops.head(self.path)[1]
 
     def _message(self, why: str) -> str:
@@ -244,15 +245,16 @@ class AttemptWorker(threading.Thread):
         try:
             return _Kept(self._commit_leftovers())
         except Exception as exc:  # whatever git refused, the work must not be lost
-            why = str(exc) if isinstance(exc, _LeftBranch) else f"gitswarm could not commit the agent's work: {_clip(str(exc))}"
+            detail = _clip(str(exc))
+            why = detail if isinstance(exc, _LeftBranch) else f"gitswarm could not commit the agent's work: {detail}"
         r = self.request
-        ref = attempt_ref(dict(r.env).get("GITSWARM_RUN", ""), r.task.id, r.attempt)
         env = dict(r.env)
+        ref = attempt_ref(env.get("GITSWARM_RUN", ""), r.task.id, r.attempt)
         author = (env.get("GIT_AUTHOR_NAME") or r.agent_id, env.get("GIT_AUTHOR_EMAIL") or gitops.FALLBACK_IDENTITY[1])
         try:
             parent = gitops.rev_parse(self.path, "HEAD^{commit}") or self.base
-            snap = gitops.snapshot_worktree(self.path, self._message(f"Snapshot of the work of {r.agent_id}, kept by gitswarm: {why}"),
-                                            parent, author, env)
+            message = self._message(f"Snapshot of the work of {r.agent_id}, kept by gitswarm: {why}")
+            snap = gitops.snapshot_worktree(self.path, message, parent, author, env)
         except Exception as exc:
             return _Kept(None, f"{why}; the work could not be kept either: {_clip(str(exc))}")
         left_out = f" without what git refuses to store: {', '.join(snap.refused[:20])}" if snap.refused else ""

@@ -99,7 +99,8 @@ def test_files_git_refuses_are_left_out_and_the_rest_is_kept(tmp_path: Path, har
 
 
 def test_an_index_lock_left_by_the_agent_does_not_lose_its_work(tmp_path: Path) -> None:
-    repo, proc, st = _run_agent(tmp_path, 'echo new > a.txt\necho b > b.txt\ntouch "$(git rev-parse --git-dir)/index.lock"\n')
+    script = 'echo new > a.txt\necho b > b.txt\ntouch "$(git rev-parse --git-dir)/index.lock"\n'
+    repo, proc, st = _run_agent(tmp_path, script)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     a = _attempt(st)
     assert a["result"] == "failed" and "index.lock" in a["error"] and ATTEMPT_REF in a["error"], a["error"]
@@ -211,7 +212,8 @@ def test_an_agent_commit_that_undoes_itself_is_no_change(tmp_path: Path) -> None
 
 def test_allow_empty_finishes_the_task_without_a_merge_commit(tmp_path: Path) -> None:
     tasks = ('tasks:\n  - {id: t1, title: Check only, allow_empty: true, script: [{run: "true"}]}\n'
-             '  - {id: t2, title: Then write, deps: [t1], files: [b.txt], script: [{write: {path: b.txt, content: "b"}}]}\n')
+             '  - {id: t2, title: Then write, deps: [t1], files: [b.txt],'
+             ' script: [{write: {path: b.txt, content: "b"}}]}\n')
     repo, proc = _scripted_run(tmp_path, tasks)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     state = Store(repo).run(RUN).read()
