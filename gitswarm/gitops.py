@@ -370,11 +370,34 @@ def snapshot_worktree(
             if parent:
                 git(root, "read-tree", parent, env=ienv)
             refused = _add_what_git_takes(root, ienv)
+        nested = embedded_repositories(root, parent, ienv)
+        for path in nested:
+            git(root, "update-index", "--force-remove", "--", path.rstrip("/"), env=ienv)
+        refused = tuple(sorted({*refused, *nested}))
         tree = git(root, "write-tree", env=ienv).stdout.strip()
     unchanged = git(root, "rev-parse", f"{parent}^{{tree}}").stdout.strip() if parent else empty_tree(root)
     if tree == unchanged:
         return Snapshot(None, refused)
     return Snapshot(commit_tree(root, tree, [parent] if parent else [], message, author), refused)
+
+
+def embedded_repositories(worktree: Path | str, parent: str | None, env: Mapping[str, str] | None = None) -> list[str]:
+    """Folders with a repository of their own that the index (in `env`) now holds as
+    links to commits (`sub/`), though no `.gitmodules` entry makes them submodules: git
+    stores only the commit id, which this repository does not have, and the files would
+    be lost with the work tree."""
+    args = ["diff-index", "--cached", "-z", "--no-renames", parent or empty_tree(worktree)]
+    fields = _split_z(git(worktree, *args, env=env).stdout)
+    links = [path for meta, path in zip(fields[::2], fields[1::2])
+             if meta.split()[1] == "160000" and meta.split()[0] != ":160000"]
+    if not links:
+        return []
+    modules = Path(worktree) / ".gitmodules"
+    listed: set[str] = set()
+    if modules.is_file():
+        out = git(worktree, "config", "-f", str(modules), "--get-regexp", r"^submodule\..*\.path$", check=False).stdout
+        listed = {line.split(" ", 1)[1] for line in out.splitlines() if " " in line}
+    return [f"{path}/" for path in links if path not in listed]
 
 
 def _add_what_git_takes(root: Path, env: Mapping[str, str]) -> tuple[str, ...]:
@@ -632,6 +655,10 @@ def commit_all(
     the commit itself, to record the failure instead of leaving the files uncommitted).
     """
     git(worktree, "add", "-A", env=env)
+    nested = embedded_repositories(worktree, rev_parse(worktree, "HEAD^{commit}"), env)
+    if nested:
+        raise GitswarmError(f"nested git repositories, not submodules: {', '.join(nested)}: git would store only "
+                            "a link to a commit it does not have, and their files would be lost")
     staged = git(worktree, "diff", "--cached", "--quiet", env=env, check=False)
     if staged.returncode == 0:
         return None

@@ -82,8 +82,12 @@ def _assert_cleaned_up(repo: Path) -> None:
     [
         ("mkdir -p pkg/.GIT && echo evil > pkg/.GIT/config", "pkg/.GIT/config"),
         ("mkdir sub && (cd sub && git init -q && echo inner > inner.txt)", "sub/"),
+        # With a commit git would store a link to a commit it does not have, and the
+        # files would go with the worktree: refused the same way, named.
+        ("mkdir sub && (cd sub && git init -q && echo inner > inner.txt && git add inner.txt"
+         " && git -c user.name=a -c user.email=a@b commit -qm inner)", "sub/"),
     ],
-    ids=["invalid-path", "nested-repository"],
+    ids=["invalid-path", "nested-repository", "nested-repository-with-a-commit"],
 )
 def test_files_git_refuses_are_left_out_and_the_rest_is_kept(tmp_path: Path, harm: str, refused: str) -> None:
     repo, proc, st = _run_agent(tmp_path, f"echo new > a.txt\necho b > b.txt\n{harm}\n")
@@ -296,3 +300,17 @@ def test_done_empty_is_only_for_a_task_that_allows_it_after_an_ok_attempt() -> N
     assert done.tasks["ok"].status.value == "done" and done.tasks["ok"].attempts[0].merge_commit is None
     with pytest.raises(InvalidEvent):
         apply(state, {"type": "task_status", "task": "no", "status": "done"})
+
+
+def test_a_submodule_listed_in_gitmodules_is_not_an_embedded_repository(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"a.txt": "a\n"})
+    for name in ("sub", "lib"):
+        inner = repo / name
+        inner.mkdir()
+        git(inner, "init", "-q")
+        (inner / "x.txt").write_text("x\n")
+        git(inner, "add", "x.txt")
+        git(inner, "commit", "-qm", "x")
+    (repo / ".gitmodules").write_text('[submodule "lib"]\n\tpath = lib\n\turl = ../lib\n')
+    git(repo, "add", "-A")
+    assert gitops.embedded_repositories(repo, git(repo, "rev-parse", "HEAD")) == ["sub/"]
