@@ -48,6 +48,10 @@ MERGE_AUTHOR = ("gitswarm", "gitswarm@gitswarm.invalid")  # author of the swarm 
 JUDGE_TIMEOUT = 600.0  # seconds a judge may take when neither its role nor the watchdog sets a limit
 
 
+NO_CHANGES = ("no changes: the agent finished without changing any file "
+              "(a task that may change nothing says allow_empty: true)")
+
+
 def attempt_ref(run_id: str, task_id: str, n: int) -> str:
     return f"refs/attoswarm/{run_id}/attempts/{task_id}/{n}"
 
@@ -187,13 +191,20 @@ class AttemptWorker(threading.Thread):
                     transcript.append(line)
                     size += len(line)
                 self._post("event", event)
-            result = self._run.result
-            commit = self._commit_leftovers()
-            self._post("done", Outcome(result, commit, "".join(transcript)))
+            self._post("done", self._outcome(self._run.result, "".join(transcript)))
         except _Stopped as stop:
-            self._post("done", Outcome(AgentResult(ok=False, error=str(stop)), self._safe_commit(), "".join(transcript), setup_error=str(stop)))
+            self._post("done", self._outcome(AgentResult(ok=False, error=str(stop)), "".join(transcript), str(stop)))
         except Exception as exc:  # a worker must always report back, whatever broke
-            self._post("done", Outcome(AgentResult(ok=False, error=f"{type(exc).__name__}: {exc}"), self._safe_commit(), "".join(transcript), setup_error=str(exc)))
+            failed = AgentResult(ok=False, error=f"{type(exc).__name__}: {exc}")
+            self._post("done", self._outcome(failed, "".join(transcript), str(exc)))
+
+    def _outcome(self, result: AgentResult, transcript: str, setup_error: str | None = None) -> Outcome:
+        """The attempt's outcome once its work is in a commit. Work that could not be
+        committed the normal way (see `_keep_work`) fails the attempt, saying why."""
+        kept = self._keep_work()
+        if kept.error is not None:
+            result = replace(result, ok=False, error=kept.error if result.ok else f"{result.error}; {kept.error}")
+        return Outcome(result, kept.commit, transcript, setup_error=setup_error)
 
     def _set_up(self) -> None:
         if self.path.exists():
@@ -215,18 +226,79 @@ class AttemptWorker(threading.Thread):
         # Hooks skipped (verify=False): the syntax gate runs on this commit afterwards and
         # records a failure as the attempt's error, instead of leaving the work
         # uncommitted where nobody could review it. So the trailers are written here.
-        r = self.request
-        env = dict(r.env)
-        why = f"Work left uncommitted by {r.agent_id}, committed by gitswarm."
-        message = leftover_message(env.get("GITSWARM_RUN", ""), r.task.id, r.task.title, r.attempt, env.get("GITSWARM_AGENT", r.agent_id), why)
-        gitops.commit_all(self.path, message, env, verify=False)
+        self._check_branch()
+        env = dict(self.request.env)
+        why = f"Work left uncommitted by {self.request.agent_id}, committed by gitswarm."
+        gitops.commit_all(self.path, self._message(why), env, verify=False)
         return gitops.head(self.path)[1]
 
-    def _safe_commit(self) -> str | None:
+    def _message(self, why: str) -> str:
+        r = self.request
+        env = dict(r.env)
+        return leftover_message(env.get("GITSWARM_RUN", ""), r.task.id, r.task.title, r.attempt,
+                                env.get("GITSWARM_AGENT", r.agent_id), why)
+
+    def _check_branch(self) -> None:
+        """The worktree's HEAD must still be the task's work branch: gitswarm's commit goes
+        wherever HEAD points, and an agent that checked out a user's branch (or the swarm
+        branch) would have gitswarm commit onto it."""
+        proc = gitops.git(self.path, "symbolic-ref", "-q", "HEAD", check=False)
+        ref = proc.stdout.strip()
+        if proc.returncode == 0 and ref == f"refs/heads/{self.branch}":
+            return
+        if ref.startswith("refs/heads/"):
+            did = f"the agent switched the worktree to branch {ref[len('refs/heads/'):]}"
+        elif ref:
+            did = f"the agent pointed the worktree's HEAD at {ref}"
+        else:
+            at = gitops.rev_parse(self.path, "HEAD^{commit}")
+            did = "the agent detached the worktree's HEAD" + (f" (at {at[:12]})" if at else "")
+        raise _LeftBranch(f"{did} instead of staying on {self.branch}; nothing was committed onto it")
+
+    def _keep_work(self) -> "_Kept":
+        """Put the agent's work in a commit, whatever it did to the worktree: the normal
+        leftover commit, else a snapshot of the worktree on the commit HEAD is at (the
+        attempt's base plus the agent's own commits, if it made any), built in a
+        temporary index so that a stale index.lock, a path git refuses or a nested
+        repository costs at most those files. The caller keeps the commit under the
+        attempt's ref before the worktree is removed."""
+        if not self.path.exists():
+            return _Kept(None)
         try:
-            return self._commit_leftovers() if self.path.exists() else None
-        except Exception:
-            return None
+            return _Kept(self._commit_leftovers())
+        except Exception as exc:  # whatever git refused, the work must not be lost
+            detail = _clip(str(exc))
+            why = detail if isinstance(exc, _LeftBranch) else f"gitswarm could not commit the agent's work: {detail}"
+        r = self.request
+        env = dict(r.env)
+        ref = attempt_ref(env.get("GITSWARM_RUN", ""), r.task.id, r.attempt)
+        author = (env.get("GIT_AUTHOR_NAME") or r.agent_id, env.get("GIT_AUTHOR_EMAIL") or gitops.FALLBACK_IDENTITY[1])
+        try:
+            parent = gitops.rev_parse(self.path, "HEAD^{commit}") or self.base
+            message = self._message(f"Snapshot of the work of {r.agent_id}, kept by gitswarm: {why}")
+            snap = gitops.snapshot_worktree(self.path, message, parent, author, env)
+        except Exception as exc:
+            return _Kept(None, f"{why}; the work could not be kept either: {_clip(str(exc))}")
+        left_out = f" without what git refuses to store: {', '.join(snap.refused[:20])}" if snap.refused else ""
+        return _Kept(snap.commit or parent, f"{why}; the agent's work is kept in {ref}{left_out}")
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """Where an attempt's work went: its commit, and why it failed when it could not be
+    committed the normal way."""
+
+    commit: str | None
+    error: str | None = None
+
+
+class _LeftBranch(GitswarmError):
+    """The agent moved the worktree's HEAD off the task's work branch."""
+
+
+def _clip(text: str, limit: int = 600) -> str:
+    one = " | ".join(line.strip() for line in text.strip().splitlines() if line.strip())
+    return one if len(one) <= limit else one[: limit - 3] + "..."
 
 
 def copy_untracked(repo_dir: Path, worktree: Path, rel: str) -> list[str]:
@@ -734,23 +806,35 @@ class Coordinator:
         assert attempt is not None and attempt.n == n
         result = outcome.result
         stopped = self.stopping or (worker is not None and worker._stop_reason is not None)
-        changed = outcome.commit is not None and attempt.base is not None and outcome.commit != attempt.base
+        changed = self._changes_anything(attempt.base, outcome.commit)
+        if result.ok and not changed and not task.spec.allow_empty:
+            # Finishing without a change is no success (else a task is "done" with its
+            # work missing, or a retry loop spawns agents that do nothing): it fails and
+            # is retried, unless the task says allow_empty.
+            result = replace(result, ok=False, error=NO_CHANGES)
         if result.ok:
-            self.rs.append(
-                {
-                    "type": "attempt_finished",
-                    "task": task_id,
-                    "n": n,
-                    "result": "ok",
-                    "exit": result.exit,
-                    "usage": result.usage.to_json(),
-                    "commit": outcome.commit,
-                    "summary": result.summary or None,
-                    "transcript": outcome.transcript,
-                    "session": result.session,
-                }
-            )
-            self.report(f"{task_id}#{n} finished" + ("" if changed else " (no changes)"))
+            finished = {
+                "type": "attempt_finished",
+                "task": task_id,
+                "n": n,
+                "result": "ok",
+                "exit": result.exit,
+                "usage": result.usage.to_json(),
+                "commit": outcome.commit,
+                "summary": result.summary or None,
+                "transcript": outcome.transcript,
+                "session": result.session,
+            }
+            if not changed:
+                # allow_empty: done with no merge commit, in the same state commit as the
+                # attempt's end, so no resume ever finds it verifying and merges nothing.
+                self.rs.append(finished, {"type": "done_empty", "task": task_id, "n": n})
+                self.report(f"{task_id}#{n} finished with no changes, as the task allows: done, nothing to merge")
+                self._notify_attempt("attempt_finished", task_id, n)
+                self._remove_work(task_id, keep_branch=False)
+                return
+            self.rs.append(finished)
+            self.report(f"{task_id}#{n} finished")
             self._notify_attempt("attempt_finished", task_id, n)
             self._verify_and_merge(task_id, n, attempt.base or "", outcome.commit or attempt.base or "")
             return
@@ -781,6 +865,17 @@ class Coordinator:
             self.report(f"{task_id}#{n} interrupted: {error}")
         else:
             self.report(f"{task_id}#{n} failed: {error}" + (" (will retry)" if retry else " (no attempts left)"))
+
+    def _changes_anything(self, base: str | None, commit: str | None) -> bool:
+        """Whether the attempt's tree differs from its base's: commits that undo each
+        other change nothing, and the worker's notes file is never merged."""
+        if commit is None or base is None or commit == base:
+            return False
+        tree = gitops.git(self.repo_dir, "rev-parse", f"{commit}^{{tree}}").stdout.strip()
+        base_tree = gitops.git(self.repo_dir, "rev-parse", f"{base}^{{tree}}").stdout.strip()
+        if scope.tree_has(self.repo_dir, tree) and not scope.tree_has(self.repo_dir, base_tree):
+            tree = scope.tree_without(self.repo_dir, tree)
+        return tree != base_tree
 
     # ------------------------------------------------------------ gates and merge
 

@@ -322,25 +322,108 @@ def snapshot_uncommitted(repo_dir: Path | str, message: str) -> str | None:
     """
     root = repo_root(repo_dir)
     parent = rev_parse(root, "HEAD^{commit}")
+    snap = snapshot_worktree(root, message, parent, user_identity(root) or FALLBACK_IDENTITY)
+    return snap.commit
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A work tree as a commit: `commit` is None when nothing differs from the parent;
+    `refused` are the paths git would not take into an index (left out of the commit)."""
+
+    commit: str | None
+    refused: tuple[str, ...] = ()
+
+
+def snapshot_worktree(
+    worktree: Path | str, message: str, parent: str | None, author: tuple[str, str],
+    env: Mapping[str, str] | None = None,
+) -> Snapshot:
+    """The work tree as a commit on `parent`, without touching the real index, HEAD or
+    any ref (the caller decides where it goes).
+
+    Everything `git add -A` would take goes in. When git refuses the whole add (an
+    invalid path such as `pkg/.GIT/config`, a nested repository with no commit), the
+    paths are added in halves until the ones it refuses are found: those are left out
+    and named, so one bad file never costs the agent all its other work. A stale
+    `index.lock` of the real index does not matter: the index here is a temporary one.
+    `env` is the worker's environment, so its excludes (files copied in) still apply.
+    """
+    root = Path(worktree)
     real_index = Path(git(root, "rev-parse", "--git-path", "index").stdout.strip())
     if not real_index.is_absolute():
         real_index = root / real_index
     with tempfile.TemporaryDirectory(prefix="gitswarm-index-") as tmp:
         index = Path(tmp) / "index"
-        env = {"GIT_INDEX_FILE": str(index)}
+        ienv = {**(env or {}), "GIT_INDEX_FILE": str(index)}
         if real_index.exists():
-            shutil.copyfile(real_index, index)
+            # The stat cache, so only changed files are hashed; with the index's own
+            # mtime (copy2), which git's racy-file check compares files against: a fresh
+            # mtime would make a file edited in the second of the last checkout look clean.
+            shutil.copy2(real_index, index)
         elif parent:
-            git(root, "read-tree", parent, env=env)
-        git(root, "add", "-A", env=env)
-        tree = git(root, "write-tree", env=env).stdout.strip()
-    if parent is not None:
-        if tree == git(root, "rev-parse", f"{parent}^{{tree}}").stdout.strip():
-            return None
-    elif tree == empty_tree(root):
-        return None
-    author = user_identity(root) or FALLBACK_IDENTITY
-    return commit_tree(root, tree, [parent] if parent else [], message, author)
+            git(root, "read-tree", parent, env=ienv)
+        refused: tuple[str, ...] = ()
+        if git(root, "add", "-A", env=ienv, check=False).returncode != 0:
+            # From the parent's tree exactly (a copied index may be what is broken).
+            index.unlink(missing_ok=True)
+            if parent:
+                git(root, "read-tree", parent, env=ienv)
+            refused = _add_what_git_takes(root, ienv)
+        nested = embedded_repositories(root, parent, ienv)
+        for path in nested:
+            git(root, "update-index", "--force-remove", "--", path.rstrip("/"), env=ienv)
+        refused = tuple(sorted({*refused, *nested}))
+        tree = git(root, "write-tree", env=ienv).stdout.strip()
+    unchanged = git(root, "rev-parse", f"{parent}^{{tree}}").stdout.strip() if parent else empty_tree(root)
+    if tree == unchanged:
+        return Snapshot(None, refused)
+    return Snapshot(commit_tree(root, tree, [parent] if parent else [], message, author), refused)
+
+
+def embedded_repositories(worktree: Path | str, parent: str | None, env: Mapping[str, str] | None = None) -> list[str]:
+    """Folders with a repository of their own that the index (in `env`) now holds as
+    links to commits (`sub/`), though no `.gitmodules` entry makes them submodules: git
+    stores only the commit id, which this repository does not have, and the files would
+    be lost with the work tree."""
+    args = ["diff-index", "--cached", "-z", "--no-renames", parent or empty_tree(worktree)]
+    fields = _split_z(git(worktree, *args, env=env).stdout)
+    links = [path for meta, path in zip(fields[::2], fields[1::2])
+             if meta.split()[1] == "160000" and meta.split()[0] != ":160000"]
+    if not links:
+        return []
+    modules = Path(worktree) / ".gitmodules"
+    listed: set[str] = set()
+    if modules.is_file():
+        out = git(worktree, "config", "-f", str(modules), "--get-regexp", r"^submodule\..*\.path$", check=False).stdout
+        listed = {line.split(" ", 1)[1] for line in out.splitlines() if " " in line}
+    return [f"{path}/" for path in links if path not in listed]
+
+
+def _add_what_git_takes(root: Path, env: Mapping[str, str]) -> tuple[str, ...]:
+    """Add every changed or new path to the index in `env`, leaving out those git
+    refuses; returns them. Bisection: a few refused paths cost a few adds, not one per
+    file."""
+    listed = git(root, "ls-files", "-z", "--others", "--exclude-standard", env=env).stdout
+    listed += git(root, "ls-files", "-z", "--modified", "--deleted", env=env).stdout
+    paths = list(dict.fromkeys(_split_z(listed)))
+    literal = {**env, "GIT_LITERAL_PATHSPECS": "1"}
+    refused: list[str] = []
+    pending = [paths]
+    while pending:
+        batch = pending.pop()
+        if not batch:
+            continue
+        added = git(root, "add", "-A", "--pathspec-from-file=-", "--pathspec-file-nul", env=literal,
+                    input="".join(p + "\0" for p in batch), check=False)
+        if added.returncode == 0:
+            continue
+        if len(batch) == 1:
+            refused.append(batch[0])
+            continue
+        half = len(batch) // 2
+        pending += [batch[half:], batch[:half]]
+    return tuple(sorted(refused))
 
 
 def empty_tree(repo_dir: Path | str) -> str:
@@ -572,6 +655,10 @@ def commit_all(
     the commit itself, to record the failure instead of leaving the files uncommitted).
     """
     git(worktree, "add", "-A", env=env)
+    nested = embedded_repositories(worktree, rev_parse(worktree, "HEAD^{commit}"), env)
+    if nested:
+        raise GitswarmError(f"nested git repositories, not submodules: {', '.join(nested)}: git would store only "
+                            "a link to a commit it does not have, and their files would be lost")
     staged = git(worktree, "diff", "--cached", "--quiet", env=env, check=False)
     if staged.returncode == 0:
         return None
@@ -580,8 +667,15 @@ def commit_all(
     # Never a gc or maintenance run in the user's repository after the commit, whatever env.
     args = ["-c", "gc.auto=0", "-c", "maintenance.auto=false", "commit", "--quiet", "--file=-"]
     args += [] if verify else ["--no-verify"]
-    git(worktree, *args, env=env, input=message if message.endswith("\n") else message + "\n")
+    git(worktree, *args, env=env, input=commit_text(message))
     return git(worktree, "rev-parse", "HEAD", env=env).stdout.strip()
+
+
+def commit_text(message: str) -> str:
+    """A message git takes: it refuses a NUL byte in one, and gitswarm's messages hold
+    titles it was given (by a user, a planner); the NUL is written as `\\0` instead."""
+    text = message.replace("\0", "\\0")
+    return text if text.endswith("\n") else text + "\n"
 
 
 def changed_paths(repo_dir: Path | str, base: str, commit: str) -> list[str]:
@@ -685,8 +779,7 @@ def commit_tree(
     for p in parents:
         args += ["-p", p]
     args += ["-S" if sign else "--no-gpg-sign", "-F", "-"]
-    text = message if message.endswith("\n") else message + "\n"
-    return git(repo_dir, *args, env=env, input=text).stdout.strip()
+    return git(repo_dir, *args, env=env, input=commit_text(message)).stdout.strip()
 
 
 def cas_update_ref(repo_dir: Path | str, ref: str, new: str, old: str | None) -> bool:

@@ -155,6 +155,9 @@ class TaskSpec:
     kind: str = "implement"
     role: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # A task whose success may change no file (a check, a review): done without a merge.
+    # Otherwise an attempt that changes nothing fails with "no changes" and is retried.
+    allow_empty: bool = False
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -169,6 +172,8 @@ class TaskSpec:
             d["role"] = self.role
         if self.extra:
             d["extra"] = dict(self.extra)
+        if self.allow_empty:  # written only when set: states of older runs read the same
+            d["allow_empty"] = True
         return d
 
     @classmethod
@@ -182,6 +187,7 @@ class TaskSpec:
             kind=str(d.get("kind", "implement")),
             role=d.get("role"),
             extra=dict(d.get("extra", {})),
+            allow_empty=d.get("allow_empty") is True,
         )
 
 

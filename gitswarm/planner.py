@@ -135,6 +135,8 @@ Fields of a task:
 - `files`: the paths the task creates or changes. Tasks whose files overlap never run at the same
   time; tasks with no dependency between them and no shared file run in parallel.
 - `kind`: one of {", ".join(kinds)} (default {kinds[0]}).
+- `allow_empty` (optional, default false): true only for a task that is done when it changes no
+  file (a check or review). Any other task whose agent changes nothing fails and is retried.
 
 Rules:
 - At most {max_tasks} tasks. Prefer a few tasks that each leave the code working over many tiny ones.

@@ -37,11 +37,14 @@ EVENT_VERSION = 1
 # Task status transitions apply allows. The coordinator drives the normal path
 # (pending -> ready -> running -> verifying -> merging -> done); retries go back to
 # pending; skips and failures end a task. `done` is final: merged work is never undone.
+# verifying -> done is only for a task that says allow_empty and changed nothing
+# (event `done_empty`): there is nothing to merge.
 TASK_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.PENDING: frozenset({TaskStatus.READY, TaskStatus.RUNNING, TaskStatus.SKIPPED, TaskStatus.FAILED}),
     TaskStatus.READY: frozenset({TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.SKIPPED, TaskStatus.FAILED}),
     TaskStatus.RUNNING: frozenset({TaskStatus.VERIFYING, TaskStatus.PENDING, TaskStatus.FAILED, TaskStatus.SKIPPED}),
-    TaskStatus.VERIFYING: frozenset({TaskStatus.MERGING, TaskStatus.PENDING, TaskStatus.FAILED, TaskStatus.SKIPPED}),
+    TaskStatus.VERIFYING: frozenset({TaskStatus.MERGING, TaskStatus.PENDING, TaskStatus.FAILED, TaskStatus.SKIPPED,
+                                     TaskStatus.DONE}),
     TaskStatus.MERGING: frozenset({TaskStatus.DONE, TaskStatus.PENDING, TaskStatus.FAILED}),
     TaskStatus.DONE: frozenset(),
     TaskStatus.FAILED: frozenset({TaskStatus.PENDING, TaskStatus.SKIPPED}),
@@ -392,7 +395,7 @@ def _task_status(c: _Change, e: Mapping[str, Any]) -> None:
         status = TaskStatus(e.get("status"))
     except ValueError:
         raise InvalidEvent(f"unknown task status {e.get('status')!r}") from None
-    _require(status != TaskStatus.DONE, "a task becomes done only by a merge (event 'merged')")
+    _require(status != TaskStatus.DONE, "a task becomes done only by a merge (event 'merged' or 'done_empty')")
     _require(not status.active, f"a task becomes {status.value} through its attempt's events")
     c.set_task(_transition(c, t, status, e.get("reason")))
 
@@ -533,6 +536,18 @@ def _merged(c: _Change, e: Mapping[str, Any]) -> None:
     c.set_run(merge_in_flight=None)
 
 
+def _done_empty(c: _Change, e: Mapping[str, Any]) -> None:
+    """A task that may change nothing (allow_empty) and did not: done with no merge
+    commit. The attempt keeps result ok, its commit (the base) and merge_commit None."""
+    t = c.task(_str(e, "task"))
+    a = _attempt(t, _int(e, "n"))
+    _require(t.spec.allow_empty, f"task {t.id} does not allow an empty result (allow_empty)")
+    _require(t.status == TaskStatus.VERIFYING and a.result == "ok",
+             f"task {t.id}: attempt {a.n} has not finished ok (task is {t.status.value})")
+    _require((c.run.merge_in_flight or {}).get("task") != t.id, f"a merge of {t.id} is in flight")
+    c.set_task(_transition(c, t, TaskStatus.DONE, None))
+
+
 def _merge_aborted(c: _Change, e: Mapping[str, Any]) -> None:
     t = c.task(_str(e, "task"))
     a = _attempt(t, _int(e, "n"))
@@ -628,6 +643,7 @@ HANDLERS: dict[str, Callable[[_Change, Mapping[str, Any]], None]] = {
     "attempt_verified": _attempt_verified,
     "merge_intent": _merge_intent,
     "merged": _merged,
+    "done_empty": _done_empty,
     "merge_aborted": _merge_aborted,
     "agent_update": _agent_update,
     "run_note": _run_note,
@@ -739,6 +755,8 @@ def summarize(event: Mapping[str, Any]) -> str:
             return f"{where} merging as {str(event.get('commit'))[:10]}"
         case "merged":
             return f"{where} merged"
+        case "done_empty":
+            return f"{where} done with no changes (allow_empty): nothing merged"
         case "merge_aborted":
             return f"{where} merge aborted: {event.get('reason')}"
         case "task_status":

@@ -218,7 +218,7 @@ class _Schema:
 
     @property
     def known(self) -> frozenset[str]:
-        fields = (self.id_key, "title", "description", self.files_key, self.kind_key, self.role_key)
+        fields = (self.id_key, "title", "description", self.files_key, self.kind_key, self.role_key, "allow_empty")
         return frozenset({*fields, *self.deps_keys})
 
 
@@ -389,6 +389,15 @@ def _read_kind(item: Mapping[str, Any], path: DataPath, key: str, report: _Repor
     return kind.strip() if kind and kind.strip() else "implement"
 
 
+def _read_allow_empty(item: Mapping[str, Any], path: DataPath, report: _Report) -> bool:
+    """`allow_empty: true`: the task may finish without changing a file."""
+    value = item.get("allow_empty")
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    report.at(path + ("allow_empty",), f"'allow_empty' must be true or false, not {_describe(value)}")
+    return False
+
+
 def _read_entry(item: Any, path: DataPath, schema: _Schema, report: _Report) -> _Entry | None:
     """One task mapping -> an _Entry (with a spec if the id is usable), reporting problems."""
     if not isinstance(item, dict):
@@ -402,6 +411,7 @@ def _read_entry(item: Any, path: DataPath, schema: _Schema, report: _Report) -> 
     files = _read_files(item, path, schema.files_key, report)
     kind = _read_kind(item, path, schema.kind_key, report)
     role = _read_text(item, schema.role_key, path, report)
+    allow_empty = _read_allow_empty(item, path, report)
     extra = {k: v for k, v in item.items() if k not in schema.known}
     entry = _Entry(path, task_id, raw_id, deps, dep_paths)
     if task_id is not None:
@@ -414,6 +424,7 @@ def _read_entry(item: Any, path: DataPath, schema: _Schema, report: _Report) -> 
             kind=kind,
             role=role.strip() if role and role.strip() else None,
             extra=extra,
+            allow_empty=allow_empty,
         )
     return entry
 
@@ -660,7 +671,7 @@ _HEADING = re.compile(r"^ {0,3}##(?:[ \t]+(.*?))?[ \t]*$")
 _CLOSING_HASHES = re.compile(r"[ \t]+#+$")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _FIELD = re.compile(
-    r"^[ \t]*(?:[-*+][ \t]+)?(depends[ _]on|depends|deps|files|kind|role)[ \t]*:[ \t]*(.*?)[ \t]*$",
+    r"^[ \t]*(?:[-*+][ \t]+)?(depends[ _]on|depends|deps|files|kind|role|allow[ _]empty)[ \t]*:[ \t]*(.*?)[ \t]*$",
     re.IGNORECASE,
 )
 _NO_DEPS = {"none", "-", "—", "n/a"}
@@ -758,6 +769,11 @@ def _md_task(section: _MdSection, path: DataPath, values: dict, report: _Report)
 def _md_field(item: dict[str, Any], m: re.Match, line_no: int, path: DataPath, values: dict, report: _Report) -> None:
     key = m.group(1).lower()
     value_col = m.start(2) + 1
+    if key.startswith("allow"):
+        values[path + ("allow_empty",)] = (line_no, value_col)
+        word = m.group(2).strip("`").strip().lower()
+        item["allow_empty"] = {"true": True, "yes": True, "false": False, "no": False}.get(word, m.group(2))
+        return
     if key in ("kind", "role"):
         values[path + (key,)] = (line_no, value_col)
         if key in item:
