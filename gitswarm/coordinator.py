@@ -34,6 +34,7 @@ from gitswarm.hooks.worker import install_hooks, worker_env, write_excludes_file
 from . import gates, gitops, judges, merger, runfolders, scope, verify
 from .config import RoleConfig, SwarmConfig
 from .errors import GitswarmError, InputError
+from .keepwork import Kept, keep_work
 from .model import Agent, RunPhase, RunState, TaskStatus, Usage
 from .context import compute_context
 from .learning import record_lessons
@@ -222,83 +223,20 @@ class AttemptWorker(threading.Thread):
                 tail = (proc.stdout + proc.stderr).strip().splitlines()[-10:]
                 raise GitswarmError(f"worktree setup `{command}` exited {proc.returncode}: " + " | ".join(tail))
 
-    def _commit_leftovers(self) -> str | None:
-        # Hooks skipped (verify=False): the syntax gate runs on this commit afterwards and
-        # records a failure as the attempt's error, instead of leaving the work
-        # uncommitted where nobody could review it. So the trailers are written here.
-        self._check_branch()
-        env = dict(self.request.env)
-        why = f"Work left uncommitted by {self.request.agent_id}, committed by gitswarm."
-        gitops.commit_all(self.path, self._message(why), env, verify=False)
-        return gitops.head(self.path)[1]
-
     def _message(self, why: str) -> str:
         r = self.request
         env = dict(r.env)
         return leftover_message(env.get("GITSWARM_RUN", ""), r.task.id, r.task.title, r.attempt,
                                 env.get("GITSWARM_AGENT", r.agent_id), why)
 
-    def _check_branch(self) -> None:
-        """The worktree's HEAD must still be the task's work branch: gitswarm's commit goes
-        wherever HEAD points, and an agent that checked out a user's branch (or the swarm
-        branch) would have gitswarm commit onto it."""
-        proc = gitops.git(self.path, "symbolic-ref", "-q", "HEAD", check=False)
-        ref = proc.stdout.strip()
-        if proc.returncode == 0 and ref == f"refs/heads/{self.branch}":
-            return
-        if ref.startswith("refs/heads/"):
-            did = f"the agent switched the worktree to branch {ref[len('refs/heads/'):]}"
-        elif ref:
-            did = f"the agent pointed the worktree's HEAD at {ref}"
-        else:
-            at = gitops.rev_parse(self.path, "HEAD^{commit}")
-            did = "the agent detached the worktree's HEAD" + (f" (at {at[:12]})" if at else "")
-        raise _LeftBranch(f"{did} instead of staying on {self.branch}; nothing was committed onto it")
-
-    def _keep_work(self) -> "_Kept":
-        """Put the agent's work in a commit, whatever it did to the worktree: the normal
-        leftover commit, else a snapshot of the worktree on the commit HEAD is at (the
-        attempt's base plus the agent's own commits, if it made any), built in a
-        temporary index so that a stale index.lock, a path git refuses or a nested
-        repository costs at most those files. The caller keeps the commit under the
-        attempt's ref before the worktree is removed."""
-        if not self.path.exists():
-            return _Kept(None)
-        try:
-            return _Kept(self._commit_leftovers())
-        except Exception as exc:  # whatever git refused, the work must not be lost
-            detail = _clip(str(exc))
-            why = detail if isinstance(exc, _LeftBranch) else f"gitswarm could not commit the agent's work: {detail}"
+    def _keep_work(self) -> Kept:
+        """The agent's work in a commit, whatever it did to the worktree (gitswarm.keepwork)."""
         r = self.request
         env = dict(r.env)
-        ref = attempt_ref(env.get("GITSWARM_RUN", ""), r.task.id, r.attempt)
         author = (env.get("GIT_AUTHOR_NAME") or r.agent_id, env.get("GIT_AUTHOR_EMAIL") or gitops.FALLBACK_IDENTITY[1])
-        try:
-            parent = gitops.rev_parse(self.path, "HEAD^{commit}") or self.base
-            message = self._message(f"Snapshot of the work of {r.agent_id}, kept by gitswarm: {why}")
-            snap = gitops.snapshot_worktree(self.path, message, parent, author, env)
-        except Exception as exc:
-            return _Kept(None, f"{why}; the work could not be kept either: {_clip(str(exc))}")
-        left_out = f" without what git refuses to store: {', '.join(snap.refused[:20])}" if snap.refused else ""
-        return _Kept(snap.commit or parent, f"{why}; the agent's work is kept in {ref}{left_out}")
-
-
-@dataclass(frozen=True)
-class _Kept:
-    """Where an attempt's work went: its commit, and why it failed when it could not be
-    committed the normal way."""
-
-    commit: str | None
-    error: str | None = None
-
-
-class _LeftBranch(GitswarmError):
-    """The agent moved the worktree's HEAD off the task's work branch."""
-
-
-def _clip(text: str, limit: int = 600) -> str:
-    one = " | ".join(line.strip() for line in text.strip().splitlines() if line.strip())
-    return one if len(one) <= limit else one[: limit - 3] + "..."
+        return keep_work(self.path, branch=self.branch, base=self.base, message=self._message, env=env,
+                         author=author, ref=attempt_ref(env.get("GITSWARM_RUN", ""), r.task.id, r.attempt),
+                         agent=r.agent_id)
 
 
 def copy_untracked(repo_dir: Path, worktree: Path, rel: str) -> list[str]:
@@ -1487,24 +1425,21 @@ class Coordinator:
         for task in list(state.tasks.values()):
             cur = task.current
             if task.status == TaskStatus.RUNNING and cur is not None and not cur.finished:
-                commit = None
                 path = self.paths.worktree(task.id)
                 orphan = state.agents.get(cur.agent)
                 if orphan is not None and orphan.pid and orphan.task == task.id:
                     if stop_orphan_agent(orphan.pid, path):
                         self.report(f"{task.id}#{cur.n}: stopped its agent (pid {orphan.pid}), still running from before the crash")
-                if path.exists():
-                    try:
-                        commit = self._commit_interrupted(task, cur.n, cur.agent, path)
-                    except Exception:
-                        commit = None
+                kept = self._commit_interrupted(task, cur.n, cur.agent, cur.branch or work_branch(self.config, self.run_id, task.id), cur.base, path)
+                commit = kept.commit
+                error = "the coordinator stopped while the agent ran" + (f"; {kept.error}" if kept.error else "")
                 self.rs.append(
                     {
                         "type": "attempt_finished",
                         "task": task.id,
                         "n": cur.n,
                         "result": "interrupted",
-                        "error": "the coordinator stopped while the agent ran",
+                        "error": error,
                         "commit": commit,
                         "retry": True,
                     }
@@ -1530,14 +1465,20 @@ class Coordinator:
             if self.paths.worktree(task.id).exists() or gitops.rev_parse(self.repo_dir, f"refs/heads/{branch}"):
                 self._remove_work(task.id, keep_branch=False)
 
-    def _commit_interrupted(self, task: Any, n: int, agent_id: str, path: Path) -> str | None:
-        """Keep what an interrupted agent left in its worktree, as a commit by that agent."""
+    def _commit_interrupted(self, task: Any, n: int, agent_id: str, branch: str, base: str | None, path: Path) -> Kept:
+        """Keep what an interrupted agent left in its worktree, as a commit by that agent
+        (a snapshot when git refuses the plain commit: gitswarm.keepwork)."""
         state = self.rs.read()
         agent = state.agents.get(agent_id) or Agent(id=agent_id, role="", backend="")
         env = worker_env(hooks_dir=self.paths.hooks, run_id=self.run_id, task_id=task.id, attempt=n, agent=agent, committer=self.committer, excludes_file=self.paths.excludes)
-        why = "Work of an attempt interrupted when its coordinator stopped, committed by gitswarm on resume."
-        gitops.commit_all(path, leftover_message(self.run_id, task.id, task.spec.title, n, agent.display_name, why), env, verify=False)
-        return gitops.head(path)[1]
+
+        def message(why: str) -> str:
+            why += " (an attempt interrupted when its coordinator stopped, committed on resume)"
+            return leftover_message(self.run_id, task.id, task.spec.title, n, agent.display_name, why)
+
+        author = (env.get("GIT_AUTHOR_NAME") or agent.display_name, env.get("GIT_AUTHOR_EMAIL") or gitops.FALLBACK_IDENTITY[1])
+        return keep_work(path, branch=branch, base=base, message=message, env=env, author=author,
+                         ref=attempt_ref(self.run_id, task.id, n), agent=agent.display_name)
 
     def _finish_interrupted_merge(self, flight: dict[str, Any]) -> None:
         ref = f"refs/heads/{swarm_branch(self.run_id)}"

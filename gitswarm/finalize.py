@@ -23,8 +23,9 @@ from typing import Any, Mapping
 
 from . import gitops, learning, runfolders
 from .config import SwarmConfig
-from .coordinator import run_paths
+from .coordinator import attempt_ref, leftover_message, run_paths, work_branch
 from .errors import GitswarmError, InputError
+from .keepwork import keep_work
 from .model import RunState
 from .store import RunStore, swarm_branch
 
@@ -375,6 +376,48 @@ def discard(repo_dir: Path, rs: RunStore, config: SwarmConfig) -> Finalized:
                      f"deleted {state.run.swarm_branch} (its tip {tip[:10]} stays at {kept_ref})")
 
 
+def _keep_left_work(repo_dir: Path, state: RunState, config: SwarmConfig, path: Path) -> str | None:
+    """What an agent left in a task's worktree that gc is about to remove (a run that
+    `gitswarm stop` ended while no coordinator ran, say), kept as a commit under the
+    attempt's ref first, the way resume keeps it (gitswarm.keepwork). Gitswarm's own
+    worktrees (the integration tests', the merger's: names starting with '.') hold
+    nothing of an agent's that a later attempt needs. Says what it kept, if anything."""
+    task = state.tasks.get(path.name)
+    if task is None or not task.attempts or path.name.startswith("."):
+        return None
+    attempt = task.attempts[-1]
+    branch = attempt.branch or work_branch(config, state.run.id, task.id)
+    who = attempt.agent or "the agent"
+    excludes = run_paths(repo_dir, config, state.run.id).excludes
+    # The run's excludes keep the files worktree.copy put there (.env) out of the commit.
+    env = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "core.excludesFile",
+           "GIT_CONFIG_VALUE_0": str(excludes)} if excludes.is_file() else {}
+
+    def message(why: str) -> str:
+        return leftover_message(state.run.id, task.id, task.spec.title, attempt.n, who, why + " (kept by gitswarm gc)")
+
+    ref = attempt_ref(state.run.id, task.id, attempt.n)
+    kept = keep_work(path, branch=branch, base=attempt.base, message=message, env=env,
+                     author=(who, gitops.FALLBACK_IDENTITY[1]), ref=ref, agent=who)
+    on_branch = gitops.resolve_commit_or_none(repo_dir, f"refs/heads/{branch}")
+    if kept.commit is None or kept.commit in (attempt.base, on_branch):
+        return None  # nothing beyond what the work branch (kept below) already holds
+    ref = _keep_under(repo_dir, ref, kept.commit)
+    return f"{ref} (work left in {path}, kept before removing it)"
+
+
+def _keep_under(repo_dir: Path, ref: str, commit: str) -> str:
+    """Point `ref` (an attempt's ref) at `commit`, or a sibling `REF.gc`, `REF.gc2`...
+    when it already holds other work: a kept attempt is never replaced. Returns the ref."""
+    name, k = ref, 1
+    while (held := gitops.resolve_commit_or_none(repo_dir, name)) not in (None, commit):
+        k += 1
+        name = f"{ref}.gc" if k == 2 else f"{ref}.gc{k - 1}"
+    if held is None:
+        gitops.git(repo_dir, "update-ref", name, commit, "")  # create only: never move another's
+    return name
+
+
 @dataclass(frozen=True)
 class Collected:
     """What gc removed, and what it left with the reason (a folder not marked as the run's)."""
@@ -400,6 +443,9 @@ def collect(repo_dir: Path, rs: RunStore, config: SwarmConfig) -> Collected:
     for wt in gitops.worktrees(repo_dir):
         path = Path(os.path.realpath(wt.get("worktree", "")))
         if any(folder in path.parents for folder in folders):
+            kept = _keep_left_work(repo_dir, state, config, path)
+            if kept:
+                removed.append(kept)
             gitops.remove_worktree(repo_dir, path)
             removed.append(str(path))
     gitops.prune_worktrees(repo_dir, paths.worktrees)
@@ -412,7 +458,7 @@ def collect(repo_dir: Path, rs: RunStore, config: SwarmConfig) -> Collected:
         if not merged:
             t = state.tasks.get(task)
             n = (t.attempts[-1].n if t and t.attempts else 0) or 1
-            gitops.git(repo_dir, "update-ref", f"refs/attoswarm/{state.run.id}/attempts/{task}/{n}", tip)
+            _keep_under(repo_dir, attempt_ref(state.run.id, task, n), tip)
         gitops.delete_branch(repo_dir, ref[len("refs/heads/"):], tip)
         removed.append(ref)
     left: list[str] = []

@@ -231,7 +231,7 @@ def test_allow_empty_finishes_the_task_without_a_merge_commit(tmp_path: Path) ->
     events = json.loads(log.stdout)
     finished = next(e for e in events if e["type"] == "attempt_finished" and e["task"] == "t1")
     done = next(e for e in events if e["type"] == "done_empty")
-    assert done["task"] == "t1" and done["n"] == 1 and done["commit"] == finished["commit"]
+    assert done["task"] == "t1" and done["n"] == 1 and done["state_commit"] == finished["state_commit"]
     assert not any(e["type"] in ("merge_intent", "merged") and e["task"] == "t1" for e in events)
 
 

@@ -173,7 +173,7 @@ def test_a_swarm_branch_checked_out_by_the_agent_fails_the_attempt_not_the_run(t
     proc, state = _run_to_its_end(tmp_path, SWARM_CHECKOUT)
     t1 = state.tasks["t1"]
     assert t1.status.value == "failed"
-    assert "checked out" in (t1.attempts[-1].error or ""), t1.attempts[-1].error
+    assert "switched the worktree to branch attoswarm/rb" in (t1.attempts[-1].error or ""), t1.attempts[-1].error
 
 
 def test_a_stale_lock_on_the_swarm_branch_fails_the_merge_with_the_reason(tmp_path: Path) -> None:
