@@ -23,6 +23,7 @@ from . import __version__, views
 from .config import TEMPLATE_VARIANTS, LoadedConfig, load_config, template_text
 from .doctor import FAIL, OK, WARN, check_config, check_git, check_libraries, check_live, check_repository, find_default_config, verdict
 from .errors import GitswarmError, InputError, Problem
+from .gitops import StorageError, storage_fault
 from .model import RunPhase, RunState, TaskStatus
 from .store import RunStore, Store
 
@@ -460,9 +461,29 @@ def main(argv: list[str] | None = None) -> int:
     except GitswarmError as exc:
         err.print(f"error: {exc}", style="red", markup=False)
         return 1
+    except OSError as exc:
+        # A full or read-only disk can fail any write, in any module: it is the user's
+        # to fix, so it is said in one line, not as a traceback. Other OSErrors are bugs.
+        cause = storage_fault(str(exc), code=exc.errno)
+        if cause is None:
+            raise
+        what = f"writing {exc.filename}" if exc.filename else "writing"  # write() names no file
+        err.print(f"error: {StorageError(cause, what, os.path.abspath(_repo_dir_of(argv)))}", style="red", markup=False)
+        return 1
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _repo_dir_of(argv: list[str] | None) -> str:
+    """The -C/--repo folder of a command line, for a message about its disk."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(args):
+        if arg in ("-C", "--repo") and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--repo="):
+            return arg.split("=", 1)[1]
+    return "."
 
 
 # The run commands live in their own module and register themselves on `app`.

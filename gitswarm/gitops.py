@@ -87,11 +87,11 @@ class StorageError(GitswarmError):
     """A write the disk refused: full, read-only or over quota. Nothing already recorded
     is lost (refs move last), so the fix is the user's: make room, then run again."""
 
-    def __init__(self, cause: str, what: str, where: Path | str):
+    def __init__(self, cause: str, what: str, where: Path | str, then: str = "run the command again"):
         self.cause = cause
         super().__init__(
-            f"{cause} {what} in {where}: nothing recorded so far is lost; free some space (or make the "
-            "disk writable) and run the command again (a run that stopped goes on with `gitswarm resume RUN`)"
+            f"{cause} {what} in {where}: nothing recorded so far is lost; "
+            f"free some space (or make the disk writable), then {then}"
         )
 
 

@@ -318,7 +318,7 @@ class Store:
         except pygit2.AlreadyExistsError:
             raise InputError(f"a run {run_id!r} already exists") from None
         except (OSError, pygit2.GitError) as exc:
-            raise write_error(self.repo, ref, exc) from exc
+            raise write_error(self.repo, ref, exc, then="run the command again") from exc
         store = RunStore(self.repo, run_id)
         store._remember(oid, applied.state, tree)
         return store
@@ -693,13 +693,17 @@ def _clear_stale_lock(lock: Path) -> None:
         return  # gone already, or a disk that refuses the unlink: the caller says why
 
 
-def write_error(repo: pygit2.Repository, ref: str, exc: BaseException) -> GitswarmError:
+def write_error(repo: pygit2.Repository, ref: str, exc: BaseException, then: str | None = None) -> GitswarmError:
     """A failed write of `ref` as the user should read it: the cause (a full or read-only
-    disk, by libgit2's message or by looking at the file system), the ref, the repository."""
+    disk, by libgit2's message or by looking at the file system), the ref, the repository,
+    and what to do (`then`; by default: resume the run the ref belongs to)."""
     where = repo.workdir or repo.path
     cause = storage_fault(str(exc), repo.path, getattr(exc, "errno", None))
     if cause is not None:
-        return StorageError(cause, f"writing {ref}", where)
+        run = next((ref[len(p):].split("/")[0] for p in (REF_ROOT, notes_ref("")) if ref.startswith(p)), "")
+        if then is None:
+            then = "run the command again" + (f" (`gitswarm resume {run}` goes on with the run)" if run else "")
+        return StorageError(cause, f"writing {ref}", where, then)
     return GitswarmError(f"cannot write {ref} in {where}: {exc}")
 
 

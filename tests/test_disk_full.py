@@ -19,9 +19,11 @@ from typing import Iterator
 
 import pytest
 
+from gitswarm import gitops
 from gitswarm.errors import GitswarmError
+from gitswarm.gitops import StorageError
 from gitswarm.state import fold, materialize
-from gitswarm.store import RunStore, Store
+from gitswarm.store import Store
 
 from .conftest import git, make_repo
 from .helpers import flatten_tree
@@ -236,3 +238,46 @@ def test_start_on_a_full_disk_exits_clearly_and_writes_no_run(small_fs: Path, tm
     proc = gitswarm(repo, "start", str(cfg), "--tasks-file", str(tf), "--run-id", "rs", timeout=60)
     _assert_clear_failure(proc, "no space left on device")
     assert git(repo, "for-each-ref", "refs/attoswarm") == ""
+
+
+# ---------------------------------------------------------------- git and the CLI
+
+
+@pytest.mark.parametrize("fault", ["full", "read-only"])
+def test_git_failures_name_the_disk_fault(small_fs: Path, fault: str) -> None:
+    repo = make_repo(small_fs / "repo")
+    (repo / "new.txt").write_text("x" * 10_000)
+    if fault == "full":
+        fill(small_fs)
+    else:
+        read_only(small_fs)
+    cause = "no space left on device" if fault == "full" else "read-only file system"
+    # git names the cause for an object ("unable to write loose object file: No space
+    # left on device") but not for a ref ("couldn't write '.../refs/x.lock'"): the file
+    # system is looked at then.
+    for args in (("add", "new.txt"), ("update-ref", "refs/heads/x", "HEAD")):
+        with pytest.raises(StorageError) as caught:
+            gitops.git(repo, *args)
+        message = str(caught.value)
+        assert message.startswith(cause) and str(repo) in message and "\n" not in message, (args, message)
+
+
+def test_git_failures_on_a_healthy_disk_stay_as_they_were(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    with pytest.raises(GitswarmError) as caught:
+        gitops.git(repo, "update-ref", "refs/heads/x", "1" * 40)  # no such object
+    assert not isinstance(caught.value, StorageError) and "update-ref" in str(caught.value)
+
+
+@pytest.mark.parametrize("fault", ["full", "read-only"])
+def test_any_command_that_meets_a_bad_disk_says_so_in_one_line(small_fs: Path, fault: str) -> None:
+    """`init` writes a plain file, outside the store and git: the rule is the CLI's."""
+    folder = small_fs / "project"
+    folder.mkdir()
+    if fault == "full":
+        fill(small_fs)
+    else:
+        read_only(small_fs)
+    proc = gitswarm(folder, "init", str(folder / "swarm.yaml"))
+    _assert_clear_failure(proc, "no space left on device" if fault == "full" else "read-only file system")
+    assert str(folder) in proc.stderr
