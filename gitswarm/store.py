@@ -627,7 +627,8 @@ class RunStore:
                     self.repo.references.create(name, blob)
                 else:
                     ref.set_target(blob)  # CAS against the value read above
-                _check_landed(self.repo, name, blob)
+                if blob not in self.repo:
+                    raise _unwritten(blob)
                 return lease
             except (OSError, pygit2.GitError) as exc:
                 writer.retry_or_raise(exc, raced=not isinstance(exc, OSError) and self._target(name) != seen)
@@ -669,9 +670,10 @@ def _unwritten(oid: pygit2.Oid) -> _Unwritten:
 
 
 def _check_landed(repo: pygit2.Repository, ref: str, oid: pygit2.Oid) -> None:
-    """Raise unless the write really happened. On a read-only disk libgit2's
-    create_commit reports success and writes neither the commit nor the ref: a store
-    that believed it would lose the event without a word."""
+    """Raise unless a commit write really happened (the ref at `oid`, or moved on from it
+    by a later writer). On a read-only disk libgit2's create_commit reports success and
+    writes neither the commit nor the ref: a store that believed it would lose the event
+    without a word."""
     if oid not in repo:
         raise _unwritten(oid)
     found = repo.references.get(ref)
@@ -725,7 +727,7 @@ class RefWriter:
         if raced or isinstance(exc, pygit2.AlreadyExistsError):
             return
         lock = _lock_path(self.repo, self.ref)
-        if not self._lock_held(exc, lock):
+        if not self._lock_held(exc, lock, self.repo.path):
             raise write_error(self.repo, self.ref, exc) from exc
         if time.monotonic() > self.deadline:
             raise GitswarmError(
@@ -737,10 +739,12 @@ class RefWriter:
         self.backoff = min(self.backoff * 2, 0.05)
 
     @staticmethod
-    def _lock_held(exc: BaseException, lock: Path) -> bool:
+    def _lock_held(exc: BaseException, lock: Path, git_dir: str) -> bool:
         if not isinstance(exc, OSError) or isinstance(exc, _Unwritten):
             return False
-        if storage_fault(str(exc), code=exc.errno) is not None:
+        # A lock that cannot be cleared or written past: waiting on it would only delay
+        # the error (a stale lock on a read-only disk stays).
+        if storage_fault(str(exc), git_dir, exc.errno) is not None:
             return False
         # libgit2's words when the lock file exists ("failed to lock file ...: " with an
         # empty strerror, or "failed to create locked file ...: File exists"): the other

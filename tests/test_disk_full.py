@@ -10,8 +10,10 @@ an agent at a known step of the run.
 from __future__ import annotations
 
 import errno
+import os
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Iterator
 import pytest
 
 from gitswarm import gitops
+from gitswarm import store as store_module
 from gitswarm.errors import GitswarmError
 from gitswarm.gitops import StorageError
 from gitswarm.state import fold, materialize
@@ -281,3 +284,55 @@ def test_any_command_that_meets_a_bad_disk_says_so_in_one_line(small_fs: Path, f
     proc = gitswarm(folder, "init", str(folder / "swarm.yaml"))
     _assert_clear_failure(proc, "no space left on device" if fault == "full" else "read-only file system")
     assert str(folder) in proc.stderr
+
+
+def test_a_ref_lock_held_for_good_is_waited_on_for_a_bounded_time(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lock its holder keeps fresh (so it is never cleared as stale) and never lets go
+    of: the writer gives up after LOCK_WAIT_SECONDS saying what to do, not spinning."""
+    monkeypatch.setattr(store_module, "LOCK_WAIT_SECONDS", 0.5, raising=False)
+    rs = Store(repo).create_run({"id": "r1"})
+    lock = Path(rs.repo.path) / "refs/attoswarm/r1/state.lock"
+    lock.write_text("")
+    held = threading.Event()
+    held.set()
+
+    def holder() -> None:
+        while held.is_set():
+            lock.touch()
+            time.sleep(0.1)
+
+    outcome: list[BaseException | None] = []
+
+    def write() -> None:
+        try:
+            rs.append(_plan())
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome.append(exc)
+
+    threading.Thread(target=holder, daemon=True).start()
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    writer.join(timeout=QUICK)
+    held.clear()
+    assert not writer.is_alive(), "the writer still retries"
+    assert isinstance(outcome[0], GitswarmError) and "stays locked" in str(outcome[0]), outcome
+    assert str(lock) in str(outcome[0])
+    lock.unlink()
+    _assert_valid(repo, "r1", 1)
+
+
+def test_a_stale_lock_on_a_read_only_disk_is_reported_not_waited_on(small_fs: Path) -> None:
+    """A killed writer's lock cannot be cleared on a read-only disk: say why at once."""
+    repo = make_repo(small_fs / "repo")
+    rs = Store(repo).create_run({"id": "r1"})
+    lock = Path(rs.repo.path) / "refs/attoswarm/r1/state.lock"
+    lock.write_text("")
+    os.utime(lock, (0, 0))
+    read_only(small_fs)
+    started = time.monotonic()
+    with pytest.raises(GitswarmError) as caught:
+        rs.append(_plan())
+    assert time.monotonic() - started < QUICK
+    assert "read-only file system" in str(caught.value)
+    _assert_valid(repo, "r1", 1)
