@@ -23,6 +23,7 @@ import pytest
 
 from gitswarm import gitops
 from gitswarm import store as store_module
+from gitswarm.cli import error_line
 from gitswarm.errors import GitswarmError
 from gitswarm.gitops import StorageError
 from gitswarm.state import fold, materialize
@@ -336,3 +337,20 @@ def test_a_stale_lock_on_a_read_only_disk_is_reported_not_waited_on(small_fs: Pa
     assert time.monotonic() - started < QUICK
     assert "read-only file system" in str(caught.value)
     _assert_valid(repo, "r1", 1)
+
+
+def test_an_error_raised_from_a_disk_fault_is_one_line_that_names_it() -> None:
+    """Any GitswarmError made from a full-disk OSError (here git's multi-line stderr
+    wrapped by some caller) is printed as one line naming the fault."""
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as low:
+            raise GitswarmError("could not save the attempt\nfatal: something git said") from low
+    except GitswarmError as exc:
+        line = error_line(exc, "/repo")
+    assert line == "error: no space left on device: could not save the attempt"
+    assert error_line(GitswarmError("a\nb"), "/repo") == "error: a\nb"  # other failures keep their text
+    assert error_line(OSError(errno.EACCES, "Permission denied"), "/repo") is None  # a bug: traceback
+    disk = error_line(OSError(errno.EROFS, "Read-only file system", "/repo/x"), "/repo")
+    assert disk is not None and disk.startswith("error: read-only file system writing /repo/x in /repo")
