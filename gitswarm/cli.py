@@ -24,6 +24,7 @@ from . import __version__, views
 from .config import TEMPLATE_VARIANTS, LoadedConfig, load_config, template_text
 from .doctor import FAIL, OK, WARN, check_config, check_git, check_libraries, check_live, check_repository, find_default_config, verdict
 from .errors import GitswarmError, InputError, Problem
+from .gitops import StorageError, storage_fault
 from .model import RunPhase, RunState, TaskStatus
 from .store import RunStore, Store
 
@@ -490,12 +491,52 @@ def main(argv: list[str] | None = None) -> int:
         for p in exc.problems:
             err.print(f"error: {p}" if not p.file else f"{p}", style="red", markup=False)
         return 2
-    except GitswarmError as exc:
-        err.print(f"error: {exc}", style="red", markup=False)
+    except (GitswarmError, OSError) as exc:
+        # A full or read-only disk can fail any write, in any module: it is the user's
+        # to fix, so it is said in one line, not as a traceback. Other OSErrors are bugs.
+        line = error_line(exc, os.path.abspath(_repo_dir_of(argv)))
+        if line is None:
+            raise
+        err.print(line, style="red", markup=False)
         return 1
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def error_line(exc: BaseException, where: str) -> str | None:
+    """What exit 1 prints for a failure: a GitswarmError as it is, except that one caused
+    by a full, read-only or over-quota disk (a StorageError, or any error raised from
+    such an OSError) is one line that names the fault; None for an OSError that is not a
+    disk fault (a bug, which keeps its traceback)."""
+    cause: str | None = None
+    seen: BaseException | None = exc
+    while seen is not None and cause is None:
+        if isinstance(seen, StorageError):
+            cause = seen.cause
+        elif isinstance(seen, OSError):
+            cause = storage_fault(str(seen), code=seen.errno)
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(exc, StorageError) or (cause is None and isinstance(exc, GitswarmError)):
+        return f"error: {exc}"
+    if cause is None:
+        return None
+    if isinstance(exc, OSError):
+        what = f"writing {exc.filename}" if exc.filename else "writing"  # write() names no file
+        return f"error: {StorageError(cause, what, where)}"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"error: {cause}: {first}" if cause not in first.lower() else f"error: {first}"
+
+
+def _repo_dir_of(argv: list[str] | None) -> str:
+    """The -C/--repo folder of a command line, for a message about its disk."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(args):
+        if arg in ("-C", "--repo") and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--repo="):
+            return arg.split("=", 1)[1]
+    return "."
 
 
 # The run commands live in their own module and register themselves on `app`.

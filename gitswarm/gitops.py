@@ -17,6 +17,7 @@ Rules every function here keeps:
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shlex
@@ -73,9 +74,59 @@ def _env(env: Mapping[str, str] | None) -> dict[str, str]:
     return out
 
 
+# A disk that takes no more writes, by errno and as the C library words it in the
+# messages of git and libgit2 (LC_ALL=C for git; libgit2 appends strerror).
+_STORAGE_FAULTS: tuple[tuple[int, str], ...] = (
+    (errno.ENOSPC, "no space left on device"),
+    (errno.EROFS, "read-only file system"),
+    (errno.EDQUOT, "disk quota exceeded"),
+)
+
+
+class StorageError(GitswarmError):
+    """A write the disk refused: full, read-only or over quota. Nothing already recorded
+    is lost (refs move last), so the fix is the user's: make room, then run again."""
+
+    def __init__(self, cause: str, what: str, where: Path | str, then: str = "run the command again"):
+        self.cause = cause
+        super().__init__(
+            f"{cause} {what} in {where}: nothing recorded so far is lost; "
+            f"free some space (or make the disk writable), then {then}"
+        )
+
+
+def storage_fault(text: str = "", path: Path | str | None = None, code: int | None = None) -> str | None:
+    """Which disk fault explains a failed write, if one does: named by errno, by the
+    message, or else seen on the file system at `path` (git's "couldn't write '...'"
+    names no cause, and a full disk or a read-only mount is then the likely one)."""
+    lowered = text.lower()
+    for number, words in _STORAGE_FAULTS:
+        if code == number or words in lowered:
+            return words
+    if path is None:
+        return None
+    existing = Path(path)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent  # a folder git was about to create: its file system
+    try:
+        fs = os.statvfs(existing)
+    except OSError:
+        return None
+    if fs.f_flag & os.ST_RDONLY:
+        return "read-only file system"
+    # root may write into the blocks reserved for it: only none at all is full for root.
+    free = fs.f_bfree if os.geteuid() == 0 else fs.f_bavail
+    if fs.f_blocks and free == 0:
+        return "no space left on device"
+    return None
+
+
 def _fail(args: Sequence[str], where: Path | str, returncode: int, stderr: str) -> GitswarmError:
     cmd = shlex.join(["git", *map(str, args)])
     detail = stderr.strip() or "(no message)"
+    cause = storage_fault(detail, where)
+    if cause is not None:
+        return StorageError(cause, f"running `git {args[0] if args else ''}`", where)
     return GitswarmError(f"`{cmd}` failed in {where} (exit {returncode}): {detail}")
 
 

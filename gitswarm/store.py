@@ -21,7 +21,7 @@ import os
 import random
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -30,6 +30,7 @@ import pygit2
 from pygit2.enums import FileMode, SortMode
 
 from .errors import GitswarmError, InputError
+from .gitops import StorageError, storage_fault
 from .model import RESERVED_RUN_IDS, Agent, RunInfo, RunState, TaskState, TaskStatus, is_valid_id
 from .state import (
     AGENTS_FILE,
@@ -48,6 +49,10 @@ SWARM_BRANCH_PREFIX = "attoswarm/"
 # A ref lock older than this is left over by a killed process: git and libgit2 hold ref
 # locks for microseconds, so nothing alive holds one this long.
 STALE_LOCK_SECONDS = 2.0
+# How long a writer waits for a ref lock that another writer holds before it says so:
+# a live writer holds one for microseconds and a lock left by a killed process is cleared
+# after STALE_LOCK_SECONDS, so only a wedged writer outlasts this.
+LOCK_WAIT_SECONDS = 10.0
 # How far back the store replays events to catch up with a moved tip before it gives up
 # and reads the whole tree instead.
 CATCH_UP_LIMIT = 512
@@ -297,19 +302,23 @@ class Store:
         at = at or now_iso()
         event = {"type": "run_created", "v": EVENT_VERSION, "seq": 1, "at": at, "run": dict(info)}
         applied = apply_changes(empty_state(), event)
-        tree = write_tree(self.repo, None, changed_files(applied))
-        sig = _signature(at)
-        parents: list[pygit2.Oid] = []
-        if parent_state:
-            root = self.repo.create_commit(
-                None, sig, sig, f"lineage root of run {run_id}\n", self._empty_tree(), []
-            )
-            parents = [root, pygit2.Oid(hex=parent_state)]
-        oid = self.repo.create_commit(None, sig, sig, encode_message([event]), tree, parents)
         try:
+            tree = write_tree(self.repo, None, changed_files(applied))
+            sig = _signature(at)
+            parents: list[pygit2.Oid] = []
+            if parent_state:
+                root = self.repo.create_commit(
+                    None, sig, sig, f"lineage root of run {run_id}\n", self._empty_tree(), []
+                )
+                parents = [root, pygit2.Oid(hex=parent_state)]
+            oid = self.repo.create_commit(None, sig, sig, encode_message([event]), tree, parents)
+            if oid not in self.repo:
+                raise _unwritten(oid)
             self.repo.references.create(ref, oid)  # create-if-absent: one run per id
         except pygit2.AlreadyExistsError:
             raise InputError(f"a run {run_id!r} already exists") from None
+        except (OSError, pygit2.GitError) as exc:
+            raise write_error(self.repo, ref, exc, then="run the command again") from exc
         store = RunStore(self.repo, run_id)
         store._remember(oid, applied.state, tree)
         return store
@@ -480,48 +489,39 @@ class RunStore:
         if not events:
             raise ValueError("append needs at least one event")
         stamped_at = at or now_iso()
-        backoff = 0.0002
+        writer = RefWriter(self.repo, self.ref)
         while True:
             tip = self.tip()
-            state = self._state_at(tip)
-            assert self._cached is not None
-            applied: Applied | None = None
-            written: list[dict[str, Any]] = []
-            for e in events:
-                event = {**e, "v": EVENT_VERSION, "seq": state.seq + 1 + len(written)}
-                event.setdefault("at", stamped_at)
-                step = apply_changes(applied.state if applied else state, event)
-                applied = step if applied is None else applied.merge(step)
-                written.append(event)
-            assert applied is not None
-            base_tree = self.repo[self._cached[2]]
-            tree = write_tree(self.repo, base_tree, changed_files(applied))
-            sig = _signature(written[-1]["at"])
             try:
-                oid = self.repo.create_commit(self.ref, sig, sig, encode_message(written), tree, [tip])
-            except pygit2.GitError:
-                self.retries += 1  # another writer moved the ref: re-read, re-apply
+                state, oid, tree = self._write_once(tip, events, stamped_at)
+            except (OSError, pygit2.GitError) as exc:
+                self.retries += 1
+                writer.retry_or_raise(exc, raced=not isinstance(exc, OSError) and self.tip() != tip)
                 continue
-            except OSError:
-                self.retries += 1  # the ref is locked by a writer right now
-                self._clear_stale_lock()
-                time.sleep(random.uniform(0, backoff))
-                backoff = min(backoff * 2, 0.05)
-                continue
-            self._remember(oid, applied.state, tree)
-            return applied.state
+            self._remember(oid, state, tree)
+            return state
 
-    def _clear_stale_lock(self) -> None:
-        lock = Path(self.repo.path) / (self.ref + ".lock")
-        try:
-            age = time.time() - lock.stat().st_mtime
-        except FileNotFoundError:
-            return
-        if age > STALE_LOCK_SECONDS:
-            try:
-                lock.unlink()
-            except FileNotFoundError:
-                pass
+    def _write_once(
+        self, tip: pygit2.Oid, events: Sequence[Mapping[str, Any]], stamped_at: str
+    ) -> tuple[RunState, pygit2.Oid, pygit2.Oid]:
+        """One compare-and-swap attempt: the events applied to `tip`, written, the ref moved."""
+        state = self._state_at(tip)
+        assert self._cached is not None
+        applied: Applied | None = None
+        written: list[dict[str, Any]] = []
+        for e in events:
+            event = {**e, "v": EVENT_VERSION, "seq": state.seq + 1 + len(written)}
+            event.setdefault("at", stamped_at)
+            step = apply_changes(applied.state if applied else state, event)
+            applied = step if applied is None else applied.merge(step)
+            written.append(event)
+        assert applied is not None
+        base_tree = self.repo[self._cached[2]]
+        tree = write_tree(self.repo, base_tree, changed_files(applied))
+        sig = _signature(written[-1]["at"])
+        oid = self.repo.create_commit(self.ref, sig, sig, encode_message(written), tree, [tip])
+        _check_landed(self.repo, self.ref, oid)
+        return applied.state, oid, tree
 
     # -- notes on code commits: refs/notes/attoswarm/<run>
 
@@ -534,28 +534,33 @@ class RunStore:
         ref = notes_ref(self.run_id)
         blob = json.dumps(dict(data), sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n"
         target = str(pygit2.Oid(hex=commit)) if len(commit) == 40 else str(self.repo.revparse_single(commit).id)
+        writer = RefWriter(self.repo, ref)
         while True:
+            current = self._target(ref)
             try:
-                current = self.repo.references[ref].target
-                base = self.repo[current].tree
-                parents = [current]
-            except KeyError:
-                current, base, parents = None, None, []
-            changes = {f"{target[:2]}/{target[2:]}": blob, target: None}  # replace a flat entry too
-            tree = write_tree(self.repo, base, changes)
-            sig = _signature(None)
-            message = f"note on {target[:10]}\n"
-            try:
-                if current is None:
-                    oid = self.repo.create_commit(None, sig, sig, message, tree, parents)
-                    self.repo.references.create(ref, oid)
-                else:
-                    self.repo.create_commit(ref, sig, sig, message, tree, parents)
+                self._write_note(ref, current, target, blob)
                 return
-            except (pygit2.GitError, pygit2.AlreadyExistsError):
-                continue
-            except OSError:
-                time.sleep(random.uniform(0, 0.002))
+            except (OSError, pygit2.GitError) as exc:
+                writer.retry_or_raise(exc, raced=not isinstance(exc, OSError) and self._target(ref) != current)
+
+    def _target(self, ref: str) -> pygit2.Oid | None:
+        found = self.repo.references.get(ref)
+        return found.target if found is not None else None  # type: ignore[return-value]
+
+    def _write_note(self, ref: str, current: pygit2.Oid | None, target: str, blob: bytes) -> None:
+        base = self.repo[current].tree if current is not None else None
+        changes = {f"{target[:2]}/{target[2:]}": blob, target: None}  # replace a flat entry too
+        tree = write_tree(self.repo, base, changes)
+        sig = _signature(None)
+        message = f"note on {target[:10]}\n"
+        if current is None:
+            oid = self.repo.create_commit(None, sig, sig, message, tree, [])
+            if oid not in self.repo:
+                raise _unwritten(oid)
+            self.repo.references.create(ref, oid)  # create-if-absent: a lost race raises
+        else:
+            oid = self.repo.create_commit(ref, sig, sig, message, tree, [current])
+        _check_landed(self.repo, ref, oid)
 
     def read_note(self, commit: str) -> dict[str, Any] | None:
         try:
@@ -595,8 +600,10 @@ class RunStore:
     def acquire_lease(self, owner: str, ttl: float) -> dict[str, Any]:
         """Take or renew the lease; raises LeaseHeld if another live owner holds it."""
         name = lease_ref(self.run_id)
+        writer = RefWriter(self.repo, name)
         while True:
             ref = self.repo.references.get(name)
+            seen = ref.target if ref is not None else None
             current = None
             if ref is not None:
                 try:
@@ -614,17 +621,17 @@ class RunStore:
                 "renewed": now,
                 "expires": now + ttl,
             }
-            blob = self.repo.create_blob(json.dumps(lease, sort_keys=True).encode("utf-8"))
             try:
+                blob = self.repo.create_blob(json.dumps(lease, sort_keys=True).encode("utf-8"))
                 if ref is None:
                     self.repo.references.create(name, blob)
                 else:
                     ref.set_target(blob)  # CAS against the value read above
+                if blob not in self.repo:
+                    raise _unwritten(blob)
                 return lease
-            except (pygit2.GitError, pygit2.AlreadyExistsError):
-                continue
-            except OSError:
-                time.sleep(random.uniform(0, 0.002))
+            except (OSError, pygit2.GitError) as exc:
+                writer.retry_or_raise(exc, raced=not isinstance(exc, OSError) and self._target(name) != seen)
 
     def renew_lease(self, owner: str, ttl: float) -> dict[str, Any]:
         current = self.read_lease()
@@ -649,6 +656,101 @@ class RunStore:
                 txn.remove(name)
         except (KeyError, ValueError, pygit2.GitError, OSError):
             return
+
+
+# ---------------------------------------------------------------- failed writes
+
+
+class _Unwritten(OSError):
+    """libgit2 returned the id of an object it did not write (seen on a read-only disk)."""
+
+
+def _unwritten(oid: pygit2.Oid) -> _Unwritten:
+    return _Unwritten(f"object {oid} was not written")
+
+
+def _check_landed(repo: pygit2.Repository, ref: str, oid: pygit2.Oid) -> None:
+    """Raise unless a commit write really happened (the ref at `oid`, or moved on from it
+    by a later writer). On a read-only disk libgit2's create_commit reports success and
+    writes neither the commit nor the ref: a store that believed it would lose the event
+    without a word."""
+    if oid not in repo:
+        raise _unwritten(oid)
+    found = repo.references.get(ref)
+    current = found.target if found is not None else None
+    if current != oid and not (current is not None and repo.descendant_of(current, oid)):
+        raise _Unwritten(f"{ref} was not moved to {oid}")
+
+
+def _lock_path(repo: pygit2.Repository, ref: str) -> Path:
+    return Path(repo.path) / (ref + ".lock")
+
+
+def _clear_stale_lock(lock: Path) -> None:
+    try:
+        age = time.time() - lock.stat().st_mtime
+        if age > STALE_LOCK_SECONDS:
+            lock.unlink()
+    except OSError:
+        return  # gone already, or a disk that refuses the unlink: the caller says why
+
+
+def write_error(repo: pygit2.Repository, ref: str, exc: BaseException, then: str | None = None) -> GitswarmError:
+    """A failed write of `ref` as the user should read it: the cause (a full or read-only
+    disk, by libgit2's message or by looking at the file system), the ref, the repository,
+    and what to do (`then`; by default: resume the run the ref belongs to)."""
+    where = repo.workdir or repo.path
+    cause = storage_fault(str(exc), repo.path, getattr(exc, "errno", None))
+    if cause is not None:
+        run = next((ref[len(p):].split("/")[0] for p in (REF_ROOT, notes_ref("")) if ref.startswith(p)), "")
+        if then is None:
+            then = "run the command again" + (f" (`gitswarm resume {run}` goes on with the run)" if run else "")
+        return StorageError(cause, f"writing {ref}", where, then)
+    return GitswarmError(f"cannot write {ref} in {where}: {exc}")
+
+
+@dataclass
+class RefWriter:
+    """How one compare-and-swap write of a ref meets failure. A lost race is retried at
+    once (another writer made progress); a ref lock held by another writer is waited on
+    for at most LOCK_WAIT_SECONDS (clearing one left by a killed process); anything
+    else, a full or read-only disk above all, is raised as a GitswarmError at once.
+    Retrying every failure, as the store once did, never returned on a full disk."""
+
+    repo: pygit2.Repository
+    ref: str
+    backoff: float = 0.0002
+    deadline: float = field(default_factory=lambda: time.monotonic() + LOCK_WAIT_SECONDS)
+
+    def retry_or_raise(self, exc: BaseException, raced: bool) -> None:
+        """Return when the write should be tried again; raise otherwise."""
+        if raced or isinstance(exc, pygit2.AlreadyExistsError):
+            return
+        lock = _lock_path(self.repo, self.ref)
+        if not self._lock_held(exc, lock, self.repo.path):
+            raise write_error(self.repo, self.ref, exc) from exc
+        if time.monotonic() > self.deadline:
+            raise GitswarmError(
+                f"{self.ref} in {self.repo.workdir or self.repo.path} stays locked ({lock} exists for more than "
+                f"{LOCK_WAIT_SECONDS:.0f}s): if no git or gitswarm process is writing it, remove that file"
+            ) from exc
+        _clear_stale_lock(lock)
+        time.sleep(random.uniform(0, self.backoff))
+        self.backoff = min(self.backoff * 2, 0.05)
+
+    @staticmethod
+    def _lock_held(exc: BaseException, lock: Path, git_dir: str) -> bool:
+        if not isinstance(exc, OSError) or isinstance(exc, _Unwritten):
+            return False
+        # A lock that cannot be cleared or written past: waiting on it would only delay
+        # the error (a stale lock on a read-only disk stays).
+        if storage_fault(str(exc), git_dir, exc.errno) is not None:
+            return False
+        # libgit2's words when the lock file exists ("failed to lock file ...: " with an
+        # empty strerror, or "failed to create locked file ...: File exists"): the other
+        # writer may have released it by the time we look.
+        text = str(exc)
+        return "failed to lock file" in text or "File exists" in text or lock.exists()
 
 
 def _pid_alive(pid: int) -> bool:
