@@ -31,6 +31,23 @@ def write_config(folder: Path, count: int = 3, attempts: int = 2, extra: str = "
     return path
 
 
+def agent_config(folder: Path, script: str, *, interpreter: str = "/bin/sh", args: tuple[str, ...] = (),
+                 attempts: int = 1, extra: str = "", name: str = "agent.sh") -> Path:
+    """A config whose one worker is `script` (a careless or hostile agent played by a small
+    program), run by the command backend as `interpreter script args...` in its worktree."""
+    agent = folder / name
+    agent.write_text(script)
+    argv = ", ".join(str(a) for a in (agent, *args))
+    path = folder / "swarm.yaml"
+    path.write_text(
+        "version: 1\nrun: {poll_interval_ms: 20}\n"
+        f"roles:\n  - {{role_id: impl, role_type: worker, backend: command, command: {interpreter}, args: [{argv}], "
+        "count: 1, task_kinds: [implement]}\n"
+        f"retries: {{max_task_attempts: {attempts}}}\n" + extra
+    )
+    return path
+
+
 def write_tasks(folder: Path, text: str, name: str = "tasks.yaml") -> Path:
     path = folder / name
     path.write_text(text)

@@ -22,23 +22,14 @@ from gitswarm.model import TaskSpec
 from gitswarm.store import Store
 
 from .conftest import git, make_repo
-from .runkit import checkout_snapshot, gitswarm, status, write_config, write_tasks
+from .runkit import agent_config, checkout_snapshot, gitswarm, status, write_config, write_tasks
 
 RUN = "r1"
 ATTEMPT_REF = f"refs/attoswarm/{RUN}/attempts/t1/1"
 
 
 def _agent_config(tmp_path: Path, script: str, attempts: int = 1) -> Path:
-    agent = tmp_path / "agent.sh"
-    agent.write_text("set -e\n" + script)
-    cfg = tmp_path / "swarm.yaml"
-    cfg.write_text(
-        "version: 1\nrun: {poll_interval_ms: 20}\n"
-        f"roles:\n  - {{role_id: impl, role_type: worker, backend: command, command: /bin/sh, args: [{agent}], "
-        "count: 1, task_kinds: [implement]}\n"
-        f"retries: {{max_task_attempts: {attempts}}}\n"
-    )
-    return cfg
+    return agent_config(tmp_path, "set -e\n" + script, attempts=attempts)
 
 
 def _run_agent(tmp_path: Path, script: str, *, branches: tuple[str, ...] = ()) -> tuple[Path, Any, dict[str, Any]]:

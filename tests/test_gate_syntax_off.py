@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .conftest import git, make_repo
-from .runkit import checkout_snapshot, gitswarm, status, write_tasks
+from .runkit import agent_config, checkout_snapshot, gitswarm, status, write_tasks
 
 # The agent commits a .py file that does not parse with a plain `git commit` (hooks on),
 # and fails the attempt when git refuses, so a refusing hook shows as a failed task.
@@ -26,16 +26,8 @@ sys.exit(0 if ok else 1)
 
 def _start(tmp_path: Path, syntax: bool) -> tuple[Path, str, str]:
     repo = make_repo(tmp_path / "repo")
-    agent = tmp_path / "agent.py"
-    agent.write_text(AGENT)
-    cfg = tmp_path / "swarm.yaml"
-    cfg.write_text(
-        "version: 1\nrun: {poll_interval_ms: 20}\n"
-        f"roles:\n  - {{role_id: impl, role_type: worker, backend: command, command: {sys.executable}, "
-        f"args: [{agent}], count: 1, task_kinds: [implement]}}\n"
-        "retries: {max_task_attempts: 1}\n"
-        f"gates: {{syntax: {'true' if syntax else 'false'}, tests: false}}\n"
-    )
+    cfg = agent_config(tmp_path, AGENT, interpreter=sys.executable, name="agent.py",
+                       extra=f"gates: {{syntax: {'true' if syntax else 'false'}, tests: false}}\n")
     tf = write_tasks(tmp_path, "tasks:\n  - {id: t1, title: Broken file, files: [broken.py]}\n")
     before = checkout_snapshot(repo)
     proc = gitswarm(repo, "start", str(cfg), "--tasks-file", str(tf), "--run-id", "r1")

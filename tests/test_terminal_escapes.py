@@ -21,7 +21,7 @@ from gitswarm.tui.gitread import DiffText
 from gitswarm.config import BudgetConfig
 
 from .conftest import make_repo
-from .runkit import checkout_snapshot, gitswarm, write_tasks
+from .runkit import agent_config, checkout_snapshot, gitswarm, write_tasks
 
 CLEAR = "\x1b[2J"
 RETITLE = "\x1b]0;pwn\x07"
@@ -146,15 +146,7 @@ print(json.dumps({{"type": "finished", "data": {{"ok": False, "summary": "gave u
 
 def test_a_run_prints_an_agents_summary_escaped(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
-    agent = tmp_path / "agent.py"
-    agent.write_text(AGENT)
-    cfg = tmp_path / "swarm.yaml"
-    cfg.write_text(
-        "version: 1\nrun: {poll_interval_ms: 20}\n"
-        f"roles:\n  - {{role_id: impl, role_type: worker, backend: command, command: {sys.executable}, "
-        f"args: [{agent}], count: 1, task_kinds: [implement]}}\n"
-        "retries: {max_task_attempts: 1}\n"
-    )
+    cfg = agent_config(tmp_path, AGENT, interpreter=sys.executable, name="agent.py")
     tf = write_tasks(tmp_path, "tasks:\n  - {id: t1, title: Plain title, files: [a.txt]}\n")
     before = checkout_snapshot(repo)
     proc = gitswarm(repo, "start", str(cfg), "--tasks-file", str(tf), "--run-id", "r1")
