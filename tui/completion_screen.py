@@ -58,6 +58,11 @@ class CompletionScreen(Screen[None]):
         self.show(self.gs.completion_view())
 
     def show(self, v: CompletionView) -> None:
+        if not self.query("#done-files-body"):
+            # Under load the scroll box's child can be mounted after the screen's Mount
+            # (seen in the pilot tests): draw once it is there.
+            self.call_after_refresh(self.show, v)
+            return
         title = self.query_one("#done-title", Static)
         title.update(Text(v.title))
         title.set_class(v.completed, "completed")
