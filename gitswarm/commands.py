@@ -24,7 +24,7 @@ from .cli import _load_config, _options, _run_store, _store, app, err, out
 from .config import LoadedConfig, SwarmConfig, default_config
 from .coordinator import Coordinator, run_paths
 from .errors import GitswarmError, InputError
-from .launch import Launch, Opened, create_run, dry_run_end, open_run
+from .launch import Launch, Opened, create_run, dry_run_end, open_run, reopen
 from .model import RunPhase, RunState, TaskSpec
 from .planner import choose_planner_role
 from .state import InvalidEvent
@@ -318,7 +318,35 @@ def resume_cmd(
         # from the process that started it, through a pipe (never a file or an argument).
         config = config.with_literal_env(json.loads(sys.stdin.read() or "{}"))
     config.check_env(os.environ)
+    if _replan(ctx, rs, config) is False:
+        raise typer.Exit(1)
     raise typer.Exit(_coordinate(ctx, _repo_dir(ctx), state.run.id, config, detach, monitor))
+
+
+def _replan(ctx: typer.Context, rs: RunStore, config: SwarmConfig) -> bool | None:
+    """A run killed while its planner worked has its goal and no plan: plan it again
+    (the planner's earlier turns died with the process), as `start` would. True when the
+    plan is now recorded, False when planning failed (the run ended in planning_failed),
+    None when there was nothing to plan, or no role of the run can plan: a run killed in
+    the instant between its first two commits, whose tasks file the state never saw (the
+    coordinator then says what to do with it)."""
+    from .planning import plan_run
+
+    state = rs.read()
+    if state.tasks or state.run.phase != RunPhase.PLANNING or not state.run.goal.strip():
+        return None
+    try:
+        role = choose_planner_role(config)
+    except InputError:
+        return None
+    out.print(f"run {state.run.id} stopped before its plan was recorded: the {role.role_id} role plans the goal again",
+              markup=False)
+    result = plan_run(reopen(_repo_dir(ctx), rs), config, role, state.run.goal, report=_reporter("planner: "))
+    if result.launch is None:
+        _print_summary(result.state)
+        return False
+    _print_plan(result.launch.state, config)
+    return True
 
 
 @app.command("continue")

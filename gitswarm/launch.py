@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from . import gitops, runfolders
 from .config import SwarmConfig
-from .errors import InputError
+from .errors import GitswarmError, InputError
 from .model import ID_RULES, MAX_ID_LENGTH, RESERVED_RUN_IDS, RunPhase, RunState, TaskSpec, bad_character, is_valid_id
 from .store import RunStore, Store, now_iso, swarm_branch
 
@@ -175,6 +175,15 @@ def open_run(
         info["parent"] = {"run": parent.run_id, "state": parent_state}
     rs = store.create_run(info, parent_state=parent_state)
     return Opened(repo_dir, run_id, rs, base_commit, dirty, included, preview)
+
+
+def reopen(repo_dir: Path, rs: RunStore) -> Opened:
+    """A run whose first state commit is written but whose plan never came (its `start`
+    was killed while the planner worked), opened again so that it can be planned."""
+    state = rs.read()
+    if state.tasks or state.run.phase != RunPhase.PLANNING or not state.run.base_commit:
+        raise GitswarmError(f"run {state.run.id} is not waiting for its plan")
+    return Opened(repo_dir, state.run.id, rs, state.run.base_commit, (), False, bool(state.run.preview))
 
 
 def commit_plan(opened: Opened, plan_event: Mapping[str, Any]) -> Launch:

@@ -16,7 +16,7 @@ from pathlib import Path
 from gitswarm.store import Store
 
 from .conftest import git, make_repo
-from .runkit import checkout_snapshot, gitswarm, gitswarm_bg, write_tasks
+from .runkit import agent_config, checkout_snapshot, gitswarm, gitswarm_bg, write_tasks
 
 # Plays a session-keeping agent (claude, codex): the first call reports its session,
 # maybe writes the file, and sleeps until stopped; a later call given the session
@@ -128,16 +128,7 @@ def test_start_point_rule() -> None:
 # ---------------------------------------------------------------- point 10: runs that could never end
 
 def _command_config(tmp: Path, script: str, attempts: int = 1) -> Path:
-    agent = tmp / "agent.sh"
-    agent.write_text(script)
-    cfg = tmp / "swarm.yaml"
-    cfg.write_text(
-        "version: 1\nrun: {poll_interval_ms: 20}\n"
-        f"roles:\n  - {{role_id: impl, role_type: worker, backend: command, command: /bin/sh, args: [{agent}], "
-        "count: 1, task_kinds: [implement]}\n"
-        f"retries: {{max_task_attempts: {attempts}}}\n"
-    )
-    return cfg
+    return agent_config(tmp, script, attempts=attempts)
 
 
 # An agent that resets its branch to a root of its own (as `checkout --orphan` + commit would).
@@ -289,3 +280,40 @@ def test_resume_fails_an_interrupted_merge_blocked_by_a_stale_lock(tmp_path: Pat
     state = Store(repo).run("rl").read()
     assert state.run.phase.ended, said
     assert "rl.lock" in (state.tasks["t1"].attempts[-1].error or ""), said
+
+
+# A planner played by a program: its answer (the plan as JSON) is its `finished` summary.
+PLANNER = """\
+import json
+plan = {"tasks": [{"id": "t1", "title": "Write a", "files": ["a.txt"]}]}
+print(json.dumps({"type": "finished", "data": {"ok": True, "summary": json.dumps(plan)}}))
+"""
+
+
+def test_a_run_killed_while_its_planner_worked_is_planned_again_on_resume(tmp_path: Path) -> None:
+    """`start CONFIG GOAL` writes the run's first state commit, then the planner works
+    for minutes: a kill then leaves a run with its goal and no plan. resume plans it."""
+    from gitswarm.config import load_config
+    from gitswarm.launch import open_run
+
+    repo = make_repo(tmp_path / "repo")
+    planner, worker = tmp_path / "planner.py", tmp_path / "agent.sh"
+    planner.write_text(PLANNER)
+    worker.write_text("printf 'a\\n' > a.txt\n")
+    cfg = tmp_path / "swarm.yaml"
+    cfg.write_text(
+        "version: 1\nrun: {poll_interval_ms: 20}\nroles:\n"
+        f"  - {{role_id: plan, role_type: planner, backend: command, command: {sys.executable}, args: [{planner}]}}\n"
+        f"  - {{role_id: impl, role_type: worker, backend: command, command: /bin/sh, args: [{worker}], "
+        "task_kinds: [implement]}\n"
+        "retries: {max_task_attempts: 1}\ngates: {tests: false}\n"
+    )
+    open_run(repo, load_config(cfg).config, goal="write a", run_id="rq")  # then killed: no plan
+    before = checkout_snapshot(repo)
+    resumed = gitswarm(repo, "resume", "rq", timeout=120)
+    said = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, said
+    assert "plans the goal again" in said, said
+    assert git(repo, "show", "attoswarm/rq:a.txt") == "a"
+    assert Store(repo).run("rq").read().run.phase.value == "completed"
+    assert checkout_snapshot(repo) == before
