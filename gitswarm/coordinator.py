@@ -26,6 +26,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+import pygit2
+
 from gitswarm.backends.base import AgentEvent, AgentRequest, AgentResult, AgentRun, Backend, can_inject, role_options
 from gitswarm.backends.registry import get_backend
 from gitswarm.hooks import lifecycle
@@ -1245,6 +1247,13 @@ class Coordinator:
                 check = {"gate": "merge", "ok": False, "detail": str(exc)[:500]}
                 self._reject(task_id, n, base, commit, [*(checks or []), check], f"the merge failed: {exc}")
                 return
+        if self._tree_of(merge_commit) == self._tree_of(tip):
+            # The swarm branch already holds this work (another task made the same change):
+            # an empty "Merge task" commit would record a change that is not there.
+            detail = "its changes are already on the swarm branch: merging it would change nothing"
+            check = {"gate": "merge", "ok": False, "detail": detail}
+            self._reject(task_id, n, base, commit, [*(checks or []), check], f"no changes: {detail}")
+            return
         events: list[dict[str, Any]] = []
         if checks is not None:
             verified: dict[str, Any] = {"type": "attempt_verified", "task": task_id, "n": n, "ok": True, "checks": checks}
@@ -1275,6 +1284,9 @@ class Coordinator:
             self._keep_attempt(task_id, n, base, commit)
             return
         self._complete_merge(task_id, n, merge_commit)
+
+    def _tree_of(self, commit: str) -> str:
+        return str(self.store.repo[commit].peel(pygit2.Commit).tree_id)
 
     # ------------------------------------------------------------ lifecycle hooks
 

@@ -170,9 +170,9 @@ def test_a_detached_head_is_named_too(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- 9: no changes
 
 
-def _scripted_run(tmp_path: Path, tasks_yaml: str, attempts: int = 2) -> tuple[Path, Any]:
+def _scripted_run(tmp_path: Path, tasks_yaml: str, attempts: int = 2, count: int = 1) -> tuple[Path, Any]:
     repo = make_repo(tmp_path / "repo")
-    cfg = write_config(tmp_path, count=1, attempts=attempts)
+    cfg = write_config(tmp_path, count=count, attempts=attempts)
     tf = write_tasks(tmp_path, tasks_yaml)
     before = checkout_snapshot(repo)
     proc = gitswarm(repo, "start", str(cfg), "--tasks-file", str(tf), "--run-id", RUN, timeout=60)
@@ -193,6 +193,23 @@ def test_an_attempt_that_changes_nothing_fails_and_is_retried(tmp_path: Path) ->
     assert [a.n for a in task.attempts] == [1, 2]
     assert all(a.result == "failed" and a.error and a.error.startswith("no changes") for a in task.attempts)
     assert _merges(repo) == []
+
+
+def test_work_the_swarm_branch_already_holds_makes_no_empty_merge(tmp_path: Path) -> None:
+    """t2 makes the change t1 already merged (both ran at once, from the same tip): its
+    merge would change nothing, so it fails with "no changes" instead of landing an
+    empty "Merge task" commit."""
+    tasks = ('tasks:\n'
+             '  - {id: t1, title: Write a, files: [a.txt], script: [{write: {path: a.txt, content: "x\\n"}}]}\n'
+             '  - {id: t2, title: Write a too, files: [b.txt], script: [{sleep: 1.5}, '
+             '{write: {path: a.txt, content: "x\\n"}}]}\n')
+    repo, proc = _scripted_run(tmp_path, tasks, attempts=1, count=2)
+    state = Store(repo).run(RUN).read()
+    assert state.tasks["t1"].status.value == "done", proc.stdout + proc.stderr
+    t2 = state.tasks["t2"]
+    assert t2.status.value == "failed" and t2.attempts[0].base == state.run.base_commit
+    assert "already on the swarm branch" in (t2.attempts[0].error or ""), t2.attempts[0].error
+    assert len(_merges(repo)) == 1  # t1's merge only
 
 
 def test_an_agent_commit_that_undoes_itself_is_no_change(tmp_path: Path) -> None:
