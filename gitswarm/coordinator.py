@@ -800,6 +800,8 @@ class Coordinator:
             }
         )
         self._notify_attempt("attempt_finished", task_id, n)
+        if error == NO_CHANGES and attempt.base and outcome.commit:
+            self._scope_gate(task, attempt, attempt.base, outcome.commit)  # its findings still become proposals
         self._keep_attempt(task_id, n, attempt.base, outcome.commit)
         if interrupted:
             self.report(f"{task_id}#{n} interrupted: {error}")

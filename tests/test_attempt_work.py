@@ -212,6 +212,17 @@ def test_work_the_swarm_branch_already_holds_makes_no_empty_merge(tmp_path: Path
     assert len(_merges(repo)) == 1  # t1's merge only
 
 
+def test_an_attempt_with_only_findings_fails_but_its_findings_are_proposed(tmp_path: Path) -> None:
+    finding = '{"worker": "impl-1", "finding": "c.py has the same bug", "suggested_files": ["c.py"]}'
+    tasks = ("tasks:\n  - {id: t1, title: Look, files: [a.txt], script: "
+             f"[{{write: {{path: scope-escapes.jsonl, content: '{finding}'}}}}]}}\n")
+    repo, proc = _scripted_run(tmp_path, tasks, attempts=1)
+    state = Store(repo).run(RUN).read()
+    assert (state.tasks["t1"].attempts[0].error or "").startswith("no changes"), proc.stdout + proc.stderr
+    assert [p.get("files") or p.get("suggested_files") for p in state.run.proposed] == [["c.py"]], state.run.proposed
+    assert _merges(repo) == []
+
+
 def test_an_agent_commit_that_undoes_itself_is_no_change(tmp_path: Path) -> None:
     tasks = ('tasks:\n  - {id: t1, title: Flip, script: [{write: {path: x.txt, content: "x"}}, {commit: add},'
              ' {delete: x.txt}, {commit: remove}]}\n')
