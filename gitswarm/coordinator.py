@@ -42,6 +42,7 @@ from .context import compute_context
 from .learning import record_lessons
 from .prompt import build_prompt
 from .schedule import agents_of, plan_step, should_retry
+from .state import InvalidEvent
 from .store import LeaseLost, RunStore, Store, swarm_branch
 
 Reporter = Callable[[str], None]
@@ -487,7 +488,9 @@ class Coordinator:
             if step.skip or step.fail:
                 events = [{"type": "task_status", "task": t, "status": "skipped", "reason": r} for t, r in step.skip.items()]
                 events += [{"type": "task_status", "task": t, "status": "failed", "reason": r} for t, r in step.fail.items()]
-                self.rs.append(*events)
+                if not self._record_decision(*events):
+                    planned = None
+                    continue
                 for t, r in {**step.skip, **step.fail}.items():
                     self.report(f"{t} {'skipped' if t in step.skip else 'failed'}: {r}")
                 continue
@@ -585,6 +588,18 @@ class Coordinator:
 
     # ------------------------------------------------------------ starting attempts
 
+    def _record_decision(self, *events: dict[str, Any]) -> bool:
+        """Write events the coordinator decided on a state it read a moment ago. A user's
+        control may have landed in between (`skip` of the task it is about to start):
+        then the events no longer apply, nothing is written, and the loop decides again
+        on the new state, instead of the coordinator dying on InvalidEvent."""
+        try:
+            self.rs.append(*events)
+        except InvalidEvent as exc:
+            self.report(f"the run changed while the coordinator decided ({exc}): deciding again")
+            return False
+        return True
+
     def _start_attempt(self, task_id: str, agent_id: str, role_id: str) -> None:
         state = self.rs.read()
         task = state.tasks[task_id]
@@ -610,7 +625,7 @@ class Coordinator:
         prompt = build_prompt(state, task, n, context=context)
         if point.note:
             prompt += f"\n## The attempt before this one\n\n{point.note}\n"
-        self.rs.append(
+        started = self._record_decision(
             {"type": "agent_update", "agent": agent.to_json()} if agent_id not in state.agents else {"type": "run_note", "text": f"{agent_id} takes {task_id}"},
             {
                 "type": "attempt_started",
@@ -626,6 +641,8 @@ class Coordinator:
                 **({"start": point.start} if point.start != base else {}),
             },
         )
+        if not started:
+            return
         session = point.session
         extra: dict[str, Any] = {}
         if session is not None:
