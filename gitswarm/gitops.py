@@ -121,10 +121,16 @@ def storage_fault(text: str = "", path: Path | str | None = None, code: int | No
     return None
 
 
+_UNNAMED_WRITE_FAILURE = re.compile(r"couldn't write|could not write|unable to write|failed to write|cannot lock|"
+                                    r"unable to create|could not create|unable to append|short write", re.I)
+
+
 def _fail(args: Sequence[str], where: Path | str, returncode: int, stderr: str) -> GitswarmError:
     cmd = shlex.join(["git", *map(str, args)])
     detail = stderr.strip() or "(no message)"
-    cause = storage_fault(detail, where)
+    # The file system is looked at only when git says a write failed without saying why:
+    # on a nearly full disk, a bad revision is still a bad revision.
+    cause = storage_fault(detail, where if _UNNAMED_WRITE_FAILURE.search(detail) else None)
     if cause is not None:
         return StorageError(cause, f"running `git {args[0] if args else ''}`", where)
     return GitswarmError(f"`{cmd}` failed in {where} (exit {returncode}): {detail}")

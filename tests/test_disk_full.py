@@ -266,6 +266,16 @@ def test_git_failures_name_the_disk_fault(small_fs: Path, fault: str) -> None:
         assert message.startswith(cause) and str(repo) in message and "\n" not in message, (args, message)
 
 
+@pytest.mark.parametrize("fault", ["full", "read-only"])
+def test_git_failures_that_are_not_writes_stay_as_they_were_on_a_bad_disk(small_fs: Path, fault: str) -> None:
+    """A bad revision on a full or read-only disk is still a bad revision."""
+    repo = make_repo(small_fs / "repo")
+    fill(small_fs) if fault == "full" else read_only(small_fs)
+    with pytest.raises(GitswarmError) as caught:
+        gitops.git(repo, "rev-parse", "--verify", "no-such-branch")
+    assert not isinstance(caught.value, StorageError), str(caught.value)
+
+
 def test_git_failures_on_a_healthy_disk_stay_as_they_were(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
     with pytest.raises(GitswarmError) as caught:
