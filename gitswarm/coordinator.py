@@ -36,7 +36,7 @@ from gitswarm.hooks.worker import install_hooks, worker_env, write_excludes_file
 from . import gates, gitops, judges, merger, runfolders, scope, verify
 from .config import RoleConfig, SwarmConfig
 from .errors import GitswarmError, InputError
-from .keepwork import Kept, keep_work
+from .keepwork import Kept, keep_under, keep_work
 from .model import Agent, RunPhase, RunState, TaskStatus, Usage
 from .context import compute_context
 from .learning import record_lessons
@@ -677,7 +677,7 @@ class Coordinator:
         if not gitops.is_ancestor(self.repo_dir, tip, swarm_tip):
             n = len(self.rs.read().tasks[task_id].attempts) or 1
             ref = attempt_ref(self.run_id, task_id, n)
-            gitops.git(self.repo_dir, "update-ref", ref, tip)
+            keep_under(self.repo_dir, ref, tip)
         gitops.delete_branch(self.repo_dir, branch, tip)
 
     # ------------------------------------------------------------ worker messages
@@ -1394,7 +1394,7 @@ class Coordinator:
     def _keep_attempt(self, task_id: str, n: int, base: str | None, commit: str | None) -> None:
         """Keep a failed attempt's work for review, then free the branch and worktree."""
         if commit and commit != base:
-            gitops.git(self.repo_dir, "update-ref", attempt_ref(self.run_id, task_id, n), commit)
+            keep_under(self.repo_dir, attempt_ref(self.run_id, task_id, n), commit)
         self._remove_work(task_id, keep_branch=False)
 
     def _remove_work(self, task_id: str, keep_branch: bool) -> None:

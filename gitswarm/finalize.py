@@ -25,7 +25,7 @@ from . import gitops, learning, runfolders
 from .config import SwarmConfig
 from .coordinator import attempt_ref, leftover_message, run_paths, work_branch
 from .errors import GitswarmError, InputError
-from .keepwork import keep_work
+from .keepwork import keep_under, keep_work
 from .model import RunState
 from .store import RunStore, swarm_branch
 
@@ -402,20 +402,8 @@ def _keep_left_work(repo_dir: Path, state: RunState, config: SwarmConfig, path: 
     on_branch = gitops.resolve_commit_or_none(repo_dir, f"refs/heads/{branch}")
     if kept.commit is None or kept.commit in (attempt.base, on_branch):
         return None  # nothing beyond what the work branch (kept below) already holds
-    ref = _keep_under(repo_dir, ref, kept.commit)
+    ref = keep_under(repo_dir, ref, kept.commit)
     return f"{ref} (work left in {path}, kept before removing it)"
-
-
-def _keep_under(repo_dir: Path, ref: str, commit: str) -> str:
-    """Point `ref` (an attempt's ref) at `commit`, or a sibling `REF.gc`, `REF.gc2`...
-    when it already holds other work: a kept attempt is never replaced. Returns the ref."""
-    name, k = ref, 1
-    while (held := gitops.resolve_commit_or_none(repo_dir, name)) not in (None, commit):
-        k += 1
-        name = f"{ref}.gc" if k == 2 else f"{ref}.gc{k - 1}"
-    if held is None:
-        gitops.git(repo_dir, "update-ref", name, commit, "")  # create only: never move another's
-    return name
 
 
 @dataclass(frozen=True)
@@ -458,7 +446,7 @@ def collect(repo_dir: Path, rs: RunStore, config: SwarmConfig) -> Collected:
         if not merged:
             t = state.tasks.get(task)
             n = (t.attempts[-1].n if t and t.attempts else 0) or 1
-            _keep_under(repo_dir, attempt_ref(state.run.id, task, n), tip)
+            keep_under(repo_dir, attempt_ref(state.run.id, task, n), tip)
         gitops.delete_branch(repo_dir, ref[len("refs/heads/"):], tip)
         removed.append(ref)
     left: list[str] = []

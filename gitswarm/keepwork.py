@@ -78,6 +78,21 @@ def keep_work(path: Path, *, branch: str, base: str | None, message: Callable[[s
     return Kept(snap.commit or parent, f"{why}; the agent's work is kept in {ref}{left_out}")
 
 
+def keep_under(repo_dir: Path, ref: str, commit: str) -> str:
+    """Keep `commit` under `ref` (an attempt's ref), never replacing other work kept
+    there: when the ref holds `commit` or a descendant of it (a snapshot on top of the
+    agent's own commits), it is kept already; when it holds something else, a sibling
+    `REF.2`, `REF.3`... is made. Returns the ref that holds it."""
+    name, k = ref, 1
+    while (held := gitops.resolve_commit_or_none(repo_dir, name)) is not None:
+        if held == commit or gitops.is_ancestor(repo_dir, commit, held):
+            return name
+        k += 1
+        name = f"{ref}.{k}"
+    gitops.git(repo_dir, "update-ref", name, commit, "")  # create only: never move another's
+    return name
+
+
 def clip(text: str, limit: int = 600) -> str:
     """One line of at most `limit` characters, for an error recorded in the state."""
     one = " | ".join(line.strip() for line in text.strip().splitlines() if line.strip())

@@ -333,3 +333,20 @@ def test_a_submodule_listed_in_gitmodules_is_not_an_embedded_repository(tmp_path
     (repo / ".gitmodules").write_text('[submodule "lib"]\n\tpath = lib\n\turl = ../lib\n')
     git(repo, "add", "-A")
     assert gitops.embedded_repositories(repo, git(repo, "rev-parse", "HEAD")) == ["sub/"]
+
+
+def test_a_kept_snapshot_is_not_replaced_when_the_task_is_retried(tmp_path: Path) -> None:
+    """Attempt 1 commits one file itself and leaves another uncommitted beside a path git
+    refuses: its snapshot (both files) is kept under attempts/t1/1. Attempt 2 clears the
+    work branch, still at the agent's own commit: that must not replace the snapshot."""
+    marker = tmp_path / "first-done"
+    script = (f'if [ ! -e {marker} ]; then touch {marker}\n'
+              '  echo c > c.txt; git add c.txt; git commit -q -m "agent: c"\n'
+              '  echo b > b.txt; mkdir -p pkg/.GIT; echo x > pkg/.GIT/config\n'
+              'else echo a > a.txt; fi\n')
+    repo = make_repo(tmp_path / "repo")
+    cfg = agent_config(tmp_path, script, attempts=2)
+    tf = write_tasks(tmp_path, "tasks:\n  - {id: t1, title: Write, files: [a.txt, b.txt, c.txt]}\n")
+    proc = gitswarm(repo, "start", str(cfg), "--tasks-file", str(tf), "--run-id", RUN, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert git(repo, "show", f"{ATTEMPT_REF}:b.txt") == "b" and git(repo, "show", f"{ATTEMPT_REF}:c.txt") == "c"

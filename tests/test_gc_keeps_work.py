@@ -59,4 +59,4 @@ def test_gc_never_replaces_an_attempts_kept_work(tmp_path: Path) -> None:
     git(repo, "update-ref", "refs/attoswarm/rk/attempts/t1/1", earlier)  # kept before, by someone
     assert gitswarm(repo, "gc", "rk").returncode == 0
     assert git(repo, "rev-parse", "refs/attoswarm/rk/attempts/t1/1") == earlier
-    assert git(repo, "show", "refs/attoswarm/rk/attempts/t1/1.gc:a.txt") == "the agent's work"
+    assert git(repo, "show", "refs/attoswarm/rk/attempts/t1/1.2:a.txt") == "the agent's work"
