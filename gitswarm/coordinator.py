@@ -36,6 +36,7 @@ from gitswarm.hooks.worker import install_hooks, worker_env, write_excludes_file
 from . import gates, gitops, judges, merger, runfolders, scope, verify
 from .config import RoleConfig, SwarmConfig
 from .errors import GitswarmError, InputError
+from .gitops import StorageError
 from .keepwork import Kept, keep_under, keep_work
 from .model import Agent, RunPhase, RunState, TaskStatus, Usage
 from .context import compute_context
@@ -120,6 +121,9 @@ class Outcome:
     commit: str | None
     transcript: str
     setup_error: str | None = None
+    # The disk refused to store the work (full, read-only): the coordinator stops with
+    # this error and leaves the worktree as it is, for resume to commit once there is room.
+    storage_error: StorageError | None = None
 
 
 class AttemptWorker(threading.Thread):
@@ -205,7 +209,10 @@ class AttemptWorker(threading.Thread):
     def _outcome(self, result: AgentResult, transcript: str, setup_error: str | None = None) -> Outcome:
         """The attempt's outcome once its work is in a commit. Work that could not be
         committed the normal way (see `_keep_work`) fails the attempt, saying why."""
-        kept = self._keep_work()
+        try:
+            kept = self._keep_work()
+        except StorageError as exc:
+            return Outcome(replace(result, ok=False), None, transcript, setup_error=setup_error, storage_error=exc)
         if kept.error is not None:
             result = replace(result, ok=False, error=kept.error if result.ok else f"{result.error}; {kept.error}")
         return Outcome(result, kept.commit, transcript, setup_error=setup_error)
@@ -756,6 +763,8 @@ class Coordinator:
             worker.join(timeout=5)
         self.progress.pop(task_id, None)  # the attempt_finished event says it all
         self.usage_so_far.pop(task_id, None)
+        if outcome.storage_error is not None:
+            raise outcome.storage_error  # recorded nothing: resume finds the attempt running and keeps its work
         self._flush_progress(force=True)
         state = self.rs.read()
         task = state.tasks[task_id]
@@ -1262,6 +1271,8 @@ class Coordinator:
                 agent = state.agents.get(attempt.agent)
                 message = gitops.merge_message(self.run_id, task_id, task.spec.title, n, agent.display_name if agent else attempt.agent)
                 merge_commit = gitops.commit_tree(self.repo_dir, tree, [tip, commit], message, author=MERGE_AUTHOR, committer=self.committer)
+            except StorageError:
+                raise  # a full or read-only disk stops the run, resumable; it is no fault of the attempt
             except GitswarmError as exc:
                 check = {"gate": "merge", "ok": False, "detail": str(exc)[:500]}
                 self._reject(task_id, n, base, commit, [*(checks or []), check], f"the merge failed: {exc}")
@@ -1286,6 +1297,8 @@ class Coordinator:
         self.rs.append(*events)
         try:
             moved = gitops.cas_update_ref(self.repo_dir, ref, merge_commit, tip)
+        except StorageError:
+            raise  # a full or read-only disk stops the run, resumable; it is no fault of the attempt
         except GitswarmError as exc:
             # The branch did not move: checked out in some worktree, or a stale .lock left
             # by a killed git process. The attempt fails with why; the run goes on.
@@ -1521,6 +1534,8 @@ class Coordinator:
             return
         try:
             moved = tip == expected and gitops.cas_update_ref(self.repo_dir, ref, merge_commit, expected)
+        except StorageError:
+            raise  # a full or read-only disk stops the run, resumable; it is no fault of the attempt
         except GitswarmError as exc:  # a stale .lock of the killed merge, a checkout of the branch
             reason = f"the interrupted merge could not be finished: {exc}"
             retry = should_retry(self.rs.read().tasks[task_id], self.config)

@@ -376,15 +376,16 @@ def discard(repo_dir: Path, rs: RunStore, config: SwarmConfig) -> Finalized:
                      f"deleted {state.run.swarm_branch} (its tip {tip[:10]} stays at {kept_ref})")
 
 
-def _keep_left_work(repo_dir: Path, state: RunState, config: SwarmConfig, path: Path) -> str | None:
+def _keep_left_work(repo_dir: Path, state: RunState, config: SwarmConfig, path: Path) -> tuple[str | None, str | None]:
     """What an agent left in a task's worktree that gc is about to remove (a run that
     `gitswarm stop` ended while no coordinator ran, say), kept as a commit under the
     attempt's ref first, the way resume keeps it (gitswarm.keepwork). Gitswarm's own
     worktrees (the integration tests', the merger's: names starting with '.') hold
-    nothing of an agent's that a later attempt needs. Says what it kept, if anything."""
+    nothing of an agent's that a later attempt needs. Returns (what it kept, why it could
+    keep nothing of work that is there): the worktree then stays."""
     task = state.tasks.get(path.name)
     if task is None or not task.attempts or path.name.startswith("."):
-        return None
+        return None, None
     attempt = task.attempts[-1]
     branch = attempt.branch or work_branch(config, state.run.id, task.id)
     who = attempt.agent or "the agent"
@@ -399,11 +400,13 @@ def _keep_left_work(repo_dir: Path, state: RunState, config: SwarmConfig, path: 
     ref = attempt_ref(state.run.id, task.id, attempt.n)
     kept = keep_work(path, branch=branch, base=attempt.base, message=message, env=env,
                      author=(who, gitops.FALLBACK_IDENTITY[1]), ref=ref, agent=who)
+    if kept.commit is None:
+        return None, kept.error
     on_branch = gitops.resolve_commit_or_none(repo_dir, f"refs/heads/{branch}")
-    if kept.commit is None or kept.commit in (attempt.base, on_branch):
-        return None  # nothing beyond what the work branch (kept below) already holds
+    if kept.commit in (attempt.base, on_branch):
+        return None, None  # nothing beyond what the work branch (kept below) already holds
     ref = keep_under(repo_dir, ref, kept.commit)
-    return f"{ref} (work left in {path}, kept before removing it)"
+    return f"{ref} (work left in {path}, kept before removing it)", None
 
 
 @dataclass(frozen=True)
@@ -426,12 +429,18 @@ def collect(repo_dir: Path, rs: RunStore, config: SwarmConfig) -> Collected:
     state = rs.read()
     _require_ended(state)
     removed: list[str] = []
+    left: list[str] = []
+    stays: list[Path] = []  # worktrees left in place, with the folders and branches they need
     paths = run_paths(repo_dir, config, state.run.id)
     folders = [Path(os.path.realpath(p)) for p in (paths.worktrees, paths.root)]
     for wt in gitops.worktrees(repo_dir):
         path = Path(os.path.realpath(wt.get("worktree", "")))
         if any(folder in path.parents for folder in folders):
-            kept = _keep_left_work(repo_dir, state, config, path)
+            kept, unkept = _keep_left_work(repo_dir, state, config, path)
+            if unkept:
+                left.append(f"{path} (its work could not be kept: {unkept}; not removed)")
+                stays.append(path)
+                continue
             if kept:
                 removed.append(kept)
             gitops.remove_worktree(repo_dir, path)
@@ -442,6 +451,8 @@ def collect(repo_dir: Path, rs: RunStore, config: SwarmConfig) -> Collected:
     swarm = gitops.resolve_commit_or_none(repo_dir, f"refs/heads/{state.run.swarm_branch}")
     for ref, tip in gitops.list_refs(repo_dir, prefix):
         task = ref[len(prefix):]
+        if any(p.name == task for p in stays):
+            continue
         merged = swarm is not None and gitops.is_ancestor(repo_dir, tip, swarm)
         if not merged:
             t = state.tasks.get(task)
@@ -449,12 +460,13 @@ def collect(repo_dir: Path, rs: RunStore, config: SwarmConfig) -> Collected:
             keep_under(repo_dir, attempt_ref(state.run.id, task, n), tip)
         gitops.delete_branch(repo_dir, ref[len("refs/heads/"):], tip)
         removed.append(ref)
-    left: list[str] = []
     # Without worktree.dir the worktrees folder lies inside the run's folder.
     made = [paths.worktrees, paths.root] if paths.worktrees_base is not None else [paths.root]
     for folder in made:
         if not os.path.lexists(folder):
             continue
+        if any(Path(os.path.realpath(folder)) in p.parents for p in stays):
+            continue  # holds a worktree whose work could not be kept
         if folder.is_symlink() or not runfolders.is_ours(folder, repo_dir, state.run.id):
             left.append(f"{folder} (it does not carry gitswarm's marker for run {state.run.id}: not deleted)")
             continue

@@ -65,6 +65,8 @@ def keep_work(path: Path, *, branch: str, base: str | None, message: Callable[[s
         gitops.commit_all(path, message(f"Work left uncommitted by {agent}, committed by gitswarm."), env,
                           verify=False)
         return Kept(gitops.head(path)[1])
+    except gitops.StorageError:
+        raise  # no snapshot can be written either: the caller leaves the worktree as it is
     except Exception as exc:  # whatever git refused, the work must not be lost
         detail = clip(str(exc))
         why = detail if isinstance(exc, LeftBranch) else f"gitswarm could not commit the agent's work: {detail}"
@@ -72,6 +74,8 @@ def keep_work(path: Path, *, branch: str, base: str | None, message: Callable[[s
         parent = gitops.rev_parse(path, "HEAD^{commit}") or base
         snap = gitops.snapshot_worktree(path, message(f"Snapshot of the work of {agent}, kept by gitswarm: {why}"),
                                         parent, author, env)
+    except gitops.StorageError:
+        raise
     except Exception as exc:
         return Kept(None, f"{why}; the work could not be kept either: {clip(str(exc))}")
     left_out = f" without what git refuses to store: {', '.join(snap.refused[:20])}" if snap.refused else ""
