@@ -22,7 +22,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from . import shell
 from .errors import GitswarmError, InputError
 
 # Who signs commits gitswarm makes when the user has no identity configured.
@@ -212,39 +212,22 @@ def run_shell(
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a user's shell command (worktree set-up, the test gate) and capture its output.
+    """Run a user's shell command (worktree set-up) and capture its output.
 
     Not a git command, but it runs in a worktree of the repository, so the same
     variables that would pin it to another repository are dropped. `env` overrides the
-    environment (the locale is left alone: it is the user's command). On timeout the
-    whole process group is killed and the result has exit code 124, like timeout(1).
+    environment (the locale is left alone: it is the user's command). It runs through
+    gitswarm.shell: a background child (a dev server) does not hold us up and does not
+    outlive the command. On timeout the result has exit code 124, like timeout(1).
     """
     full = {k: v for k, v in os.environ.items() if k not in _REPO_LOCAL_VARS}
     full.update(env or {})
-    proc = subprocess.Popen(
-        command, shell=True, cwd=cwd, env=full, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-        return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        stdout, stderr = proc.communicate()
+    result = shell.run(command, cwd=cwd, env=full, timeout=timeout, combine=False)
+    if result.timed_out:
         note = f"\ngitswarm: `{command}` timed out after {timeout:g} s and was killed\n"
-        return subprocess.CompletedProcess(command, 124, stdout, (stderr or "") + note)
-    except BaseException:
-        _kill_group(proc)
-        proc.communicate()
-        raise
-
-
-def _kill_group(proc: subprocess.Popen[str]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError, AttributeError):
-        proc.kill()
+        return subprocess.CompletedProcess(command, 124, result.stdout, result.stderr + note)
+    assert result.returncode is not None  # neither timed out nor stopped
+    return subprocess.CompletedProcess(command, result.returncode, result.stdout, result.stderr)
 
 
 # -- where we are

@@ -43,9 +43,7 @@ import re
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -55,7 +53,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from gitswarm.backends.base import AgentJob, AgentRequest, Backend
 from gitswarm.hooks import lifecycle
 
-from . import gitops, judges, scope
+from . import gitops, judges, scope, shell
 from .errors import GitswarmError
 from .model import TaskSpec, Usage
 
@@ -320,47 +318,20 @@ def run_tests(
     stop: threading.Event | None = None,
     env: Mapping[str, str] | None = None,
 ) -> TestRun:
-    """Run the test command through /bin/sh in `cwd`, in its own process group, which is
-    killed when the command ends (no stray servers), times out, or `stop` is set.
-    Output goes to a file, so a background child holding a pipe cannot hang us."""
-    start = time.monotonic()
-    timed_out = stopped = False
-    with tempfile.TemporaryFile() as out:
-        try:
-            proc = subprocess.Popen(command, shell=True, cwd=str(cwd), env=env_for_tests(env), stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        except OSError as exc:
-            return TestRun(command, 127, (), f"cannot start: {exc}", 0.0, runner=runner)
-        while True:
-            try:
-                proc.wait(timeout=0.05)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            if time.monotonic() - start > timeout:
-                timed_out = True
-            elif stop is not None and stop.is_set():
-                stopped = True
-            if timed_out or stopped:
-                _kill_group(proc.pid)
-                proc.wait()
-                break
-        _kill_group(proc.pid)  # what the suite left running in the background
-        out.seek(0)
-        output = out.read().decode("utf-8", errors="replace")
-    seconds = time.monotonic() - start
-    if timed_out:
-        output += f"\ngitswarm: the test command timed out after {timeout:g} s and was killed\n"
-    code = 124 if timed_out else (proc.returncode if proc.returncode is not None else -1)
-    return TestRun(command, code, tuple(parse_failures(output, runner)), output_tail(output), seconds,
-                   timed_out=timed_out, stopped=stopped, runner=runner)
-
-
-def _kill_group(pid: int) -> None:
+    """Run the test command through /bin/sh in `cwd` (gitswarm.shell: its own process
+    group, ended when the command ends, so no stray servers; output to a file, so a
+    background child holding it cannot hang us), until `timeout` or `stop`."""
     try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+        result = shell.run(command, cwd=cwd, env=env_for_tests(env), timeout=timeout, stop=stop)
+    except OSError as exc:
+        return TestRun(command, 127, (), f"cannot start: {exc}", 0.0, runner=runner)
+    output = result.output
+    if result.timed_out:
+        output += f"\ngitswarm: the test command timed out after {timeout:g} s and was killed\n"
+    # Stopped: the shell was killed (SIGKILL's exit, as before); the run decides nothing.
+    code = 124 if result.timed_out else (result.returncode if result.returncode is not None else -signal.SIGKILL)
+    return TestRun(command, code, tuple(parse_failures(output, runner)), output_tail(output), result.seconds,
+                   timed_out=result.timed_out, stopped=result.stopped, runner=runner)
 
 
 class TestCache:

@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import tempfile
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+from gitswarm import shell
 
 # Notifications should be quick (a desktop notification, a chat webhook): one that hangs
 # must not hold the run up for long. `before_merge` is a gate and takes the test timeout.
@@ -120,32 +118,16 @@ def run_hook(
     env = {k: v for k, v in os.environ.items() if k not in _REPO_LOCAL_VARS}
     env.update(hook_env(event))
     data = (json.dumps(dict(event), ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
-    start = time.monotonic()
-    # Output goes to a file, not a pipe: a hook that starts something in the background
-    # (`notify-send ... &`) must not keep us waiting for a pipe it still holds open.
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as stdin:
-        stdin.write(data)
-        stdin.seek(0)
-        try:
-            proc = subprocess.Popen(
-                command, shell=True, cwd=str(cwd), env=env, stdin=stdin,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        except OSError as exc:
-            return HookResult(command, 127, f"cannot start: {exc}", 0.0)
-        timed_out = False
-        deadline = start + timeout
-        while proc.poll() is None:
-            if time.monotonic() > deadline or (stop is not None and stop.is_set()):
-                timed_out = True
-                _kill_group(proc)
-                proc.wait()
-                break
-            time.sleep(0.02)
-        out.seek(0)
-        output = out.read().decode("utf-8", errors="replace")
-    code = 124 if timed_out else proc.returncode
-    return HookResult(command, code, tail(output), time.monotonic() - start, timed_out)
+    # gitswarm.shell: a hook that starts something in the background (`notify-send ... &`)
+    # neither keeps us waiting nor outlives the hook (its group is ended with it); a
+    # hook that means to leave a process running detaches it (`setsid cmd &`).
+    try:
+        result = shell.run(command, cwd=cwd, env=env, stdin=data, timeout=timeout, stop=stop)
+    except OSError as exc:
+        return HookResult(command, 127, f"cannot start: {exc}", 0.0)
+    ended = result.timed_out or result.stopped  # a stop ends it as a timeout does
+    code = 124 if ended or result.returncode is None else result.returncode
+    return HookResult(command, code, tail(result.output), result.seconds, ended)
 
 
 def run_hooks(
@@ -168,13 +150,6 @@ def run_hooks(
         if stop_at_failure and not result.ok:
             break
     return results
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        proc.kill()
 
 
 __all__ = ["HookResult", "NOTIFY_TIMEOUT_SECONDS", "failure_text", "hook_env", "hook_event", "run_hook", "run_hooks", "tail"]
