@@ -121,7 +121,10 @@ def _refuse_own_branch(into: str, state: RunState, config: SwarmConfig | None) -
     merging a run into one would mix runs and wedge the one that owns it."""
     config = config or SwarmConfig.from_dict(dict(state.run.config))
     prefixes = {"attoswarm", "attoswarm-work", config.worktree.branch_prefix}
-    own = into == state.run.swarm_branch or any(into == p or into.startswith(p + "/") for p in prefixes)
+    # casefold: on a case-insensitive file system `Attoswarm/r1` is the same ref file.
+    name = into.casefold()
+    own = name == (state.run.swarm_branch or "").casefold() or any(
+        name == p.casefold() or name.startswith(p.casefold() + "/") for p in prefixes)
     if own:
         raise InputError(f"--into {into}: that is a branch of gitswarm's own (swarm branches live under attoswarm/, "
                          f"work branches under {'/, '.join(sorted(prefixes - {'attoswarm'}))}/); "
@@ -337,9 +340,18 @@ def _reset_checkout(worktree: Path, into: str, pre_tip: str) -> None:
         raise GitswarmError(f"git checkout in {worktree} refused: {detail}; nothing was changed")
 
 
+def _refuse_interrupted_merge(state: RunState, doing: str) -> None:
+    """keep/discard would forget a merge a killed `finalize --merge` may have made."""
+    if state.run.finalizing:
+        into = state.run.finalizing.get("into")
+        raise InputError(f"a `finalize --merge` into {into} was interrupted: run `gitswarm finalize {state.run.id} "
+                         f"--merge` to complete it (or `--undo` to revert it) before {doing}")
+
+
 def keep(rs: RunStore) -> Finalized:
     state = rs.read()
     _require_ended(state)
+    _refuse_interrupted_merge(state, "--keep")
     _swarm_tip(Path(rs.repo.path), state)  # never claim to keep a branch that is gone
     rs.append({"type": "finalized", "action": "keep"})
     b = state.run.swarm_branch
@@ -352,6 +364,7 @@ def discard(repo_dir: Path, rs: RunStore, config: SwarmConfig) -> Finalized:
     interrupted after deleting the branch is completed from that ref."""
     state = rs.read()
     _require_ended(state)
+    _refuse_interrupted_merge(state, "--discard")
     kept_ref = f"refs/attoswarm/{state.run.id}/discarded"
     tip = gitops.resolve_commit_or_none(repo_dir, _swarm_ref(state))
     if tip is None and not state.tasks and gitops.resolve_commit_or_none(repo_dir, kept_ref) is None:

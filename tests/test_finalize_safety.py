@@ -383,3 +383,22 @@ def test_the_finalize_intent_is_set_by_its_event_and_settled_by_the_decision() -
                           "commit": "a" * 40})
     assert apply(undone, intent).run.finalizing is not None
     assert RunInfo.from_json(started.run.to_json()).finalizing == started.run.finalizing
+
+
+def test_keep_or_discard_after_an_interrupted_merge_refuse_until_it_is_settled(ran: Path) -> None:
+    """keep/discard would clear the intent of a merge a kill interrupted, and --undo could
+    then no longer revert it: they refuse and say how to settle it first."""
+    pre = git(ran, "rev-parse", "main")
+    tip = git(ran, "rev-parse", "attoswarm/r1")
+    Store(ran).run("r1").append({"type": "finalize_started", "into": "main", "pre_tip": pre, "tip": tip,
+                                 "squash": False})
+    for action in ("--keep", "--discard"):
+        proc = gitswarm(ran, "finalize", "r1", action)
+        assert proc.returncode == 2 and "was interrupted" in proc.stderr and "--merge" in proc.stderr, proc.stderr
+    assert Store(ran).run("r1").read().run.finalizing is not None
+    assert git(ran, "rev-parse", "attoswarm/r1") == tip
+
+
+def test_merge_refuses_gitswarms_own_branch_whatever_its_case(ran: Path) -> None:
+    proc = gitswarm(ran, "finalize", "r1", "--merge", "--into", "Attoswarm/r1")
+    assert proc.returncode == 2 and "gitswarm's own" in proc.stderr, proc.stderr
