@@ -359,6 +359,13 @@ def start_point(attempts: "tuple[Any, ...] | list[Any]", backend: str, swarm_tip
     session = resumable_session(attempts, backend)
     if last is None or last.result != "interrupted":
         return StartPoint(swarm_tip, swarm_tip, session)
+    if last.base and last.commit == last.base:
+        # Interrupted with no change in its worktree: nothing was lost, but its session may
+        # still believe otherwise (a file it wrote where git does not look), so it is not
+        # continued: a session that says "done" would only fail again for "no changes".
+        return StartPoint(swarm_tip, swarm_tip, None, (
+            f"Attempt {last.n} of this task was interrupted (the run was stopped or crashed) before any change "
+            "of it was in its worktree: none is in yours. Do the whole task."))
     if kept and last.base:
         return StartPoint(kept, last.base, session, (
             f"Attempt {last.n} of this task was interrupted (the run was stopped or crashed). What it had done "
@@ -1477,15 +1484,18 @@ class Coordinator:
                 kept = self._commit_interrupted(task, cur.n, cur.agent, cur.branch or work_branch(self.config, self.run_id, task.id), cur.base, path)
                 commit = kept.commit
                 error = "the coordinator stopped while the agent ran" + (f"; {kept.error}" if kept.error else "")
+                # An agent that had left its work branch failed, whatever stopped it: its
+                # snapshot (on what HEAD was at) is kept for review, never continued from.
+                result = "failed" if kept.left_branch else "interrupted"
                 self.rs.append(
                     {
                         "type": "attempt_finished",
                         "task": task.id,
                         "n": cur.n,
-                        "result": "interrupted",
+                        "result": result,
                         "error": error,
                         "commit": commit,
-                        "retry": True,
+                        "retry": True if result == "interrupted" else should_retry(task, self.config),
                     }
                 )
                 self._keep_attempt(task.id, cur.n, cur.base, commit)

@@ -25,6 +25,9 @@ class Kept:
 
     commit: str | None
     error: str | None = None
+    # The agent had moved HEAD off its work branch: the commit (on whatever HEAD was at,
+    # maybe a branch of the user's) is for review only, never a start point or a merge.
+    left_branch: bool = False
 
 
 class LeftBranch(GitswarmError):
@@ -69,7 +72,8 @@ def keep_work(path: Path, *, branch: str, base: str | None, message: Callable[[s
         raise  # no snapshot can be written either: the caller leaves the worktree as it is
     except Exception as exc:  # whatever git refused, the work must not be lost
         detail = clip(str(exc))
-        why = detail if isinstance(exc, LeftBranch) else f"gitswarm could not commit the agent's work: {detail}"
+        left = isinstance(exc, LeftBranch)
+        why = detail if left else f"gitswarm could not commit the agent's work: {detail}"
     try:
         parent = gitops.rev_parse(path, "HEAD^{commit}") or base
         snap = gitops.snapshot_worktree(path, message(f"Snapshot of the work of {agent}, kept by gitswarm: {why}"),
@@ -79,7 +83,7 @@ def keep_work(path: Path, *, branch: str, base: str | None, message: Callable[[s
     except Exception as exc:
         return Kept(None, f"{why}; the work could not be kept either: {clip(str(exc))}")
     left_out = f" without what git refuses to store: {', '.join(snap.refused[:20])}" if snap.refused else ""
-    return Kept(snap.commit or parent, f"{why}; the agent's work is kept in {ref}{left_out}")
+    return Kept(snap.commit or parent, f"{why}; the agent's work is kept in {ref}{left_out}", left_branch=left)
 
 
 def keep_under(repo_dir: Path, ref: str, commit: str) -> str:

@@ -121,6 +121,10 @@ def test_start_point_rule() -> None:
     assert (p.start, p.base, p.session) == (kept, "b" * 40, "s-1") and p.note and kept[:10] in p.note
     p = start_point([stopped], "claude", tip, None)
     assert (p.start, p.base, p.session) == (tip, tip, None) and p.note and "lost" in p.note
+    idle = Attempt(n=1, agent="a", backend="claude", base="b" * 40, commit="b" * 40, result="interrupted",
+                   session="s-1")
+    p = start_point([idle], "claude", tip, None)  # stopped before it changed anything: said so, fresh session
+    assert (p.start, p.base, p.session) == (tip, tip, None) and p.note and "before any change" in p.note
     p = start_point([failed], "claude", tip, kept)  # a retry of a failure starts afresh on the tip
     assert (p.start, p.base, p.session, p.note) == (tip, tip, "s-1", None)
 
@@ -317,3 +321,40 @@ def test_a_run_killed_while_its_planner_worked_is_planned_again_on_resume(tmp_pa
     assert git(repo, "show", "attoswarm/rq:a.txt") == "a"
     assert Store(repo).run("rq").read().run.phase.value == "completed"
     assert checkout_snapshot(repo) == before
+
+
+def test_resume_never_continues_from_an_agent_that_had_left_its_branch(tmp_path: Path) -> None:
+    """An agent checked out the user's `feature` and the coordinator died: resume keeps
+    its worktree for review but fails the attempt, so `feature`'s commits never reach
+    the swarm branch through a start point."""
+    from gitswarm.config import load_config
+    from gitswarm.coordinator import run_paths
+    from gitswarm.launch import commit_plan, open_run
+
+    from .runkit import write_config
+
+    repo = make_repo(tmp_path / "repo")
+    git(repo, "checkout", "-q", "-b", "feature")
+    (repo / "mine.txt").write_text("the user's own work\n")
+    git(repo, "add", "mine.txt")
+    git(repo, "commit", "-q", "-m", "user: feature work")
+    git(repo, "checkout", "-q", "main")
+    config = load_config(write_config(tmp_path, count=1, attempts=2)).config
+    opened = open_run(repo, config, goal="write a", run_id="rf")
+    commit_plan(opened, _plan(tmp_path))
+    branch = "attoswarm-work/rf/t1"
+    opened.store.append({"type": "attempt_started", "task": "t1", "n": 1, "agent": "impl-1", "backend": "scripted",
+                         "base": opened.base_commit, "branch": branch})
+    worktree = run_paths(repo, config, "rf").worktree("t1")
+    git(repo, "worktree", "add", "-q", "-b", branch, str(worktree), opened.base_commit)
+    git(worktree, "checkout", "-q", "feature")
+    (worktree / "a.txt").write_text("a\n")
+    feature = git(repo, "rev-parse", "feature")
+    resumed = gitswarm(repo, "resume", "rf", timeout=60)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    state = Store(repo).run("rf").read()
+    first = state.tasks["t1"].attempts[0]
+    assert first.result == "failed" and "switched the worktree to branch feature" in (first.error or ""), first
+    assert git(repo, "rev-parse", "feature") == feature
+    assert subprocess.run(["git", "merge-base", "--is-ancestor", feature, "attoswarm/rf"], cwd=repo).returncode == 1
+    assert git(repo, "show", "attoswarm/rf:a.txt") == "a"  # attempt 2 did the task from the swarm tip
