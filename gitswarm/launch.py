@@ -21,6 +21,7 @@ from . import gitops, runfolders
 from .config import SwarmConfig
 from .errors import GitswarmError, InputError
 from .model import ID_RULES, MAX_ID_LENGTH, RESERVED_RUN_IDS, RunPhase, RunState, TaskSpec, bad_character, is_valid_id
+from .state import InvalidEvent
 from .store import RunStore, Store, now_iso, swarm_branch
 
 Reporter = Callable[[str], None]
@@ -190,7 +191,11 @@ def commit_plan(opened: Opened, plan_event: Mapping[str, Any]) -> Launch:
     """Record the plan (a `plan_set` or `planned` event), create the swarm branch at the
     base and move the run on to running, or to awaiting approval in preview."""
     gitops.create_branch(opened.repo_dir, swarm_branch(opened.run_id), opened.base_commit)
-    opened.store.append(plan_event)
+    try:
+        opened.store.append(plan_event)
+    except InvalidEvent as exc:  # the run moved on meanwhile (ended by hand, say): say so, undo the branch
+        gitops.delete_branch(opened.repo_dir, swarm_branch(opened.run_id), opened.base_commit)
+        raise GitswarmError(f"run {opened.run_id}: the plan could not be recorded: {exc}") from None
     next_phase = RunPhase.AWAITING_APPROVAL if opened.preview else RunPhase.RUNNING
     state = opened.store.append({"type": "phase_changed", "phase": next_phase.value})
     return Launch(opened.run_id, state, opened.store, opened.base_commit, opened.dirty, opened.included_uncommitted)

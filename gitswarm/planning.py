@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -140,23 +141,36 @@ class _Interrupted(Exception):
 # ---------------------------------------------------------------- recording
 
 
+# How long a planner's lease lasts: its owner's pid ends it sooner on this host.
+PLANNING_LEASE_SECONDS = 6 * 3600.0
+
+
 def plan_run(opened: Opened, config: SwarmConfig, role: RoleConfig, goal: str, report: Reporter) -> PlanResult:
     """Plan the opened run's goal and record the outcome in its state: the plan with the
     swarm branch (the run goes on), or `planning_failed` (the run ends; the state ref
     is all it leaves)."""
     # Filled in turn by turn, so that the turns (and their usage) before a failure count.
     planned = Planned(Planner.of(role, config))
+    # The planner works for minutes with no coordinator yet: it holds the run's lease
+    # meanwhile, so `stop` asks instead of ending the run under it (the coordinator then
+    # stops at once), and a `resume` elsewhere does not plan the same goal again. A killed
+    # planner's lease is gone with its pid.
+    owner = f"{socket.gethostname()}:{os.getpid()}:planner"
+    opened.store.acquire_lease(owner, PLANNING_LEASE_SECONDS)
     try:
-        with _signals_interrupt():
-            plan_goal(opened.repo_dir, opened.run_id, opened.base_commit, config, goal, report, planned)
-    except _Interrupted as stop:
-        planned.tasks, planned.reason = (), f"planning interrupted ({stop})"
-    except Exception as exc:  # the run must end recorded, whatever broke
-        planned.tasks, planned.reason = (), f"planning failed: {type(exc).__name__}: {exc}"
-    if planned.ok:
-        launch = commit_plan(opened, planned.event())
-        return PlanResult(planned, launch.state, launch)
-    return PlanResult(planned, opened.store.append(planned.event()), None)
+        try:
+            with _signals_interrupt():
+                plan_goal(opened.repo_dir, opened.run_id, opened.base_commit, config, goal, report, planned)
+        except _Interrupted as stop:
+            planned.tasks, planned.reason = (), f"planning interrupted ({stop})"
+        except Exception as exc:  # the run must end recorded, whatever broke
+            planned.tasks, planned.reason = (), f"planning failed: {type(exc).__name__}: {exc}"
+        if planned.ok:
+            launch = commit_plan(opened, planned.event())
+            return PlanResult(planned, launch.state, launch)
+        return PlanResult(planned, opened.store.append(planned.event()), None)
+    finally:
+        opened.store.release_lease(owner)
 
 
 @contextmanager

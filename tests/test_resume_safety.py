@@ -358,3 +358,39 @@ def test_resume_never_continues_from_an_agent_that_had_left_its_branch(tmp_path:
     assert git(repo, "rev-parse", "feature") == feature
     assert subprocess.run(["git", "merge-base", "--is-ancestor", feature, "attoswarm/rf"], cwd=repo).returncode == 1
     assert git(repo, "show", "attoswarm/rf:a.txt") == "a"  # attempt 2 did the task from the swarm tip
+
+
+SLOW_PLANNER = """\
+import json, time
+time.sleep(3)
+plan = {"tasks": [{"id": "t1", "title": "Write a", "files": ["a.txt"]}]}
+print(json.dumps({"type": "finished", "data": {"ok": True, "summary": json.dumps(plan)}}))
+"""
+
+
+def test_stop_while_the_planner_works_is_a_request_the_run_honours(tmp_path: Path) -> None:
+    """The planner holds the run's lease: `stop` asks rather than ending the run under it
+    (which then crashed on recording the plan), and the run stops once it is planned."""
+    repo = make_repo(tmp_path / "repo")
+    planner, worker = tmp_path / "planner.py", tmp_path / "agent.sh"
+    planner.write_text(SLOW_PLANNER)
+    worker.write_text("printf 'a\\n' > a.txt\n")
+    cfg = tmp_path / "swarm.yaml"
+    cfg.write_text(
+        "version: 1\nrun: {poll_interval_ms: 20}\nroles:\n"
+        f"  - {{role_id: plan, role_type: planner, backend: command, command: {sys.executable}, args: [{planner}]}}\n"
+        f"  - {{role_id: impl, role_type: worker, backend: command, command: /bin/sh, args: [{worker}], "
+        "task_kinds: [implement]}\n"
+        "retries: {max_task_attempts: 1}\ngates: {tests: false}\n"
+    )
+    proc = gitswarm_bg(repo, "start", str(cfg), "write a", "--run-id", "rw")
+    deadline = time.monotonic() + 20
+    while not Store(repo).run_ids() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop = gitswarm(repo, "stop", "rw")
+    assert stop.returncode == 0 and "stop requested" in stop.stdout, stop.stdout + stop.stderr
+    out, _ = proc.communicate(timeout=60)
+    assert "Traceback" not in out, out
+    state = Store(repo).run("rw").read()
+    assert state.run.phase.value == "shutdown" and state.run.reason == "control:stop", out
+    assert "t1" in state.tasks  # the plan was kept: `gitswarm resume rw` goes on with it
