@@ -33,7 +33,7 @@ from gitswarm.backends.registry import get_backend
 from gitswarm.hooks import lifecycle
 from gitswarm.hooks.worker import install_hooks, worker_env, write_excludes_file
 
-from . import gates, gitops, judges, merger, runfolders, scope, verify
+from . import gates, gitops, judges, localpaths, merger, runfolders, scope, verify
 from .config import RoleConfig, SwarmConfig
 from .errors import GitswarmError, InputError
 from .gitops import StorageError
@@ -246,7 +246,7 @@ class AttemptWorker(threading.Thread):
         author = (env.get("GIT_AUTHOR_NAME") or r.agent_id, env.get("GIT_AUTHOR_EMAIL") or gitops.FALLBACK_IDENTITY[1])
         return keep_work(self.path, branch=self.branch, base=self.base, message=self._message, env=env,
                          author=author, ref=attempt_ref(env.get("GITSWARM_RUN", ""), r.task.id, r.attempt),
-                         agent=r.agent_id)
+                         agent=r.agent_id, roots=localpaths.local_roots(str(self.repo_dir)))
 
 
 def copy_untracked(repo_dir: Path, worktree: Path, rel: str) -> list[str]:
@@ -1532,7 +1532,8 @@ class Coordinator:
 
         author = (env.get("GIT_AUTHOR_NAME") or agent.display_name, env.get("GIT_AUTHOR_EMAIL") or gitops.FALLBACK_IDENTITY[1])
         return keep_work(path, branch=branch, base=base, message=message, env=env, author=author,
-                         ref=attempt_ref(self.run_id, task.id, n), agent=agent.display_name)
+                         ref=attempt_ref(self.run_id, task.id, n), agent=agent.display_name,
+                         roots=self.rs.local_roots)
 
     def _finish_interrupted_merge(self, flight: dict[str, Any]) -> None:
         ref = f"refs/heads/{swarm_branch(self.run_id)}"

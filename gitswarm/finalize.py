@@ -389,7 +389,8 @@ def discard(repo_dir: Path, rs: RunStore, config: SwarmConfig) -> Finalized:
                      f"deleted {state.run.swarm_branch} (its tip {tip[:10]} stays at {kept_ref})")
 
 
-def _keep_left_work(repo_dir: Path, state: RunState, config: SwarmConfig, path: Path) -> tuple[str | None, str | None]:
+def _keep_left_work(repo_dir: Path, rs: RunStore, state: RunState, config: SwarmConfig,
+                    path: Path) -> tuple[str | None, str | None]:
     """What an agent left in a task's worktree that gc is about to remove (a run that
     `gitswarm stop` ended while no coordinator ran, say), kept as a commit under the
     attempt's ref first, the way resume keeps it (gitswarm.keepwork). Gitswarm's own
@@ -412,7 +413,7 @@ def _keep_left_work(repo_dir: Path, state: RunState, config: SwarmConfig, path: 
 
     ref = attempt_ref(state.run.id, task.id, attempt.n)
     kept = keep_work(path, branch=branch, base=attempt.base, message=message, env=env,
-                     author=(who, gitops.FALLBACK_IDENTITY[1]), ref=ref, agent=who)
+                     author=(who, gitops.FALLBACK_IDENTITY[1]), ref=ref, agent=who, roots=rs.local_roots)
     if kept.commit is None:
         return None, kept.error
     on_branch = gitops.resolve_commit_or_none(repo_dir, f"refs/heads/{branch}")
@@ -449,7 +450,7 @@ def collect(repo_dir: Path, rs: RunStore, config: SwarmConfig) -> Collected:
     for wt in gitops.worktrees(repo_dir):
         path = Path(os.path.realpath(wt.get("worktree", "")))
         if any(folder in path.parents for folder in folders):
-            kept, unkept = _keep_left_work(repo_dir, state, config, path)
+            kept, unkept = _keep_left_work(repo_dir, rs, state, config, path)
             if unkept:
                 left.append(f"{path} (its work could not be kept: {unkept}; not removed)")
                 stays.append(path)

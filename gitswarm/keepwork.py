@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-from . import gitops
+from . import gitops, localpaths
 from .errors import GitswarmError
 
 
@@ -53,14 +53,16 @@ def check_branch(path: Path, branch: str) -> None:
 
 
 def keep_work(path: Path, *, branch: str, base: str | None, message: Callable[[str], str],
-              env: Mapping[str, str], author: tuple[str, str], ref: str, agent: str) -> Kept:
+              env: Mapping[str, str], author: tuple[str, str], ref: str, agent: str,
+              roots: localpaths.Roots = ()) -> Kept:
     """Put the work in `path` in a commit, whatever was done to the worktree: the normal
     commit of what is left on the work branch (hooks skipped: the gates judge it later),
     else a snapshot of the worktree on the commit HEAD is at (the base plus the agent's
     own commits, if any), built in a temporary index so that a stale index.lock, a path
     git refuses or a nested repository costs at most those files. `message(why)` makes
     the commit's message; `ref` is where the caller will keep the commit (named in the
-    error). The caller keeps the commit under `ref` before the worktree is removed."""
+    error). The caller keeps the commit under `ref` before the worktree is removed.
+    `roots` (gitswarm.localpaths) take this machine's paths out of the message and error."""
     if not path.exists():
         return Kept(None)
     try:
@@ -71,7 +73,7 @@ def keep_work(path: Path, *, branch: str, base: str | None, message: Callable[[s
     except gitops.StorageError:
         raise  # no snapshot can be written either: the caller leaves the worktree as it is
     except Exception as exc:  # whatever git refused, the work must not be lost
-        detail = clip(str(exc))
+        detail = localpaths.strip(clip(str(exc)), roots)
         left = isinstance(exc, LeftBranch)
         why = detail if left else f"gitswarm could not commit the agent's work: {detail}"
     try:
@@ -81,7 +83,7 @@ def keep_work(path: Path, *, branch: str, base: str | None, message: Callable[[s
     except gitops.StorageError:
         raise
     except Exception as exc:
-        return Kept(None, f"{why}; the work could not be kept either: {clip(str(exc))}")
+        return Kept(None, f"{why}; the work could not be kept either: {localpaths.strip(clip(str(exc)), roots)}")
     left_out = f" without what git refuses to store: {', '.join(snap.refused[:20])}" if snap.refused else ""
     return Kept(snap.commit or parent, f"{why}; the agent's work is kept in {ref}{left_out}", left_branch=left)
 

@@ -31,6 +31,7 @@ from pygit2.enums import FileMode, SortMode
 
 from .errors import GitswarmError, InputError
 from .gitops import StorageError, storage_fault
+from .localpaths import local_roots, without_local_paths
 from .model import RESERVED_RUN_IDS, Agent, RunInfo, RunState, TaskState, TaskStatus, is_valid_id
 from .state import (
     AGENTS_FILE,
@@ -376,6 +377,7 @@ class RunStore:
         self.ref = state_ref(run_id)
         self._cached: tuple[pygit2.Oid, RunState, pygit2.Oid] | None = None  # (commit, state, tree)
         self.retries = 0  # lost CAS races, for benchmarks and tests
+        self.local_roots = local_roots(repo.workdir or str(Path(repo.path).parent))
 
     # -- reading
 
@@ -489,6 +491,7 @@ class RunStore:
         if not events:
             raise ValueError("append needs at least one event")
         stamped_at = at or now_iso()
+        events = [without_local_paths(e, self.local_roots) for e in events]
         writer = RefWriter(self.repo, self.ref)
         while True:
             tip = self.tip()

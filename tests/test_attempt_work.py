@@ -101,6 +101,11 @@ def test_an_index_lock_left_by_the_agent_does_not_lose_its_work(tmp_path: Path) 
     assert a["result"] == "failed" and "index.lock" in a["error"] and ATTEMPT_REF in a["error"], a["error"]
     assert _kept_file(repo, "a.txt") == "new" and _kept_file(repo, "b.txt") == "b"
     _assert_cleaned_up(repo)
+    # git's messages in the error named the worktree by its absolute path: the state,
+    # meant to be pushed, names it from the repository root.
+    assert ".gitswarm/" in a["error"] and str(tmp_path) not in a["error"], a["error"]
+    snapshot = git(repo, "log", "-1", "--format=%B", ATTEMPT_REF)
+    assert "index.lock" in snapshot and str(tmp_path) not in snapshot, snapshot
 
 
 def test_a_nul_in_the_title_does_not_stop_the_work_being_committed(tmp_path: Path) -> None:

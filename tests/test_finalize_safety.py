@@ -5,9 +5,7 @@ or claims a branch of gitswarm's own. Real repositories, the real CLI, real kill
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 

@@ -109,7 +109,7 @@ def test_an_absolute_folder_inside_git_or_at_the_root_is_refused_at_launch(user_
     for value, says in ((str(user_repo), "repository root"), (str(user_repo / ".git" / "refs"), "inside .git")):
         proc, cfg = _start(user_repo, extra=f"worktree:\n  dir: {value}\n")
         assert proc.returncode == 2 and says in proc.stderr, proc.stderr
-        assert re.search(rf"swarm.yaml:\d+:\d+: worktree.dir", proc.stderr), proc.stderr
+        assert re.search(r"swarm.yaml:\d+:\d+: worktree.dir", proc.stderr), proc.stderr
     assert git(user_repo, "for-each-ref", "refs/attoswarm") == ""
 
 
