@@ -397,6 +397,10 @@ def _task_status(c: _Change, e: Mapping[str, Any]) -> None:
         raise InvalidEvent(f"unknown task status {e.get('status')!r}") from None
     _require(status != TaskStatus.DONE, "a task becomes done only by a merge (event 'merged' or 'done_empty')")
     _require(not status.active, f"a task becomes {status.value} through its attempt's events")
+    # A task at work ends through its attempt's events; skipping it under its agent left
+    # the coordinator's record of that attempt nowhere to go (found by concurrent controls).
+    _require(not t.status.active, f"task {t.id} is {t.status.value}: only a task that has not started can be "
+                                  f"{status.value} (stop the run, or let its attempt end)")
     c.set_task(_transition(c, t, status, e.get("reason")))
 
 
