@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/gitswarm demo
 
-# The test suite, in parallel. .ci/run calls exactly this.
+# The linter, then the test suite in parallel. .ci/run calls exactly this.
 test: $(STAMP)
+	$(VENV)/bin/ruff check -q gitswarm backends tui hooks tests benchmarks
 	$(VENV)/bin/pytest -n auto -q
 
 bench: $(STAMP)
