@@ -332,7 +332,8 @@ def test_store_operations_leave_the_checkout_untouched(tmp_path: Path) -> None:
         _run_to_done(rs)
         rs.append({"type": "run_note", "text": "batched"}, {"type": "agent_update", "agent": {"id": "impl-1", "role": "impl", "backend": "scripted"}})
         store_writer.write(str(repo), RUN, "w", 50, batch=3)
-        rs.append({"type": "task_status", "task": "w-9", "status": "skipped", "reason": "no"})
+        rs.append({"type": "task_added", "task": {"id": "late", "title": "Late"}},
+                  {"type": "task_status", "task": "late", "status": "skipped", "reason": "no"})
         rs.append({"type": "run_ended", "phase": "shutdown", "reason": "test"})
         rs.append({"type": "run_resumed"})
         rs.append({"type": "control", "action": "stop"})
