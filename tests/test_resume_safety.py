@@ -385,7 +385,8 @@ def test_stop_while_the_planner_works_is_a_request_the_run_honours(tmp_path: Pat
     )
     proc = gitswarm_bg(repo, "start", str(cfg), "write a", "--run-id", "rw")
     deadline = time.monotonic() + 20
-    while not Store(repo).run_ids() and time.monotonic() < deadline:
+    # Once the planner holds the lease (taken a moment after the run's first commit).
+    while time.monotonic() < deadline and not ("rw" in Store(repo).run_ids() and Store(repo).run("rw").read_lease()):
         time.sleep(0.05)
     stop = gitswarm(repo, "stop", "rw")
     assert stop.returncode == 0 and "stop requested" in stop.stdout, stop.stdout + stop.stderr
