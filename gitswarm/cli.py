@@ -260,6 +260,9 @@ def log_cmd(
         line = Text.assemble((f"{e.get('seq', ''):>5} ", "dim"), (views.short_time(e.get("at")) + " ", "dim"),
                              (e["state_commit"][:8] + " ", "yellow"))
         line.append(views.terminal_safe(summarize(e)))
+        by = e.get("by")
+        if isinstance(by, dict) and by.get("role") != "coordinator":  # a person's control, from a command or the dashboard
+            line.append(views.terminal_safe(f"  (by {by.get('user')}@{by.get('host')}, {by.get('role')})"), "dim")
         out.print(line)
 
 

@@ -411,7 +411,7 @@ class Coordinator:
 
     def __post_init__(self) -> None:
         self.repo_dir = Path(self.repo_dir)
-        self.store = Store(self.repo_dir)
+        self.store = Store(self.repo_dir, writer="coordinator")
         self.rs: RunStore = self.store.run(self.run_id)
         self.paths = run_paths(self.repo_dir, self.config, self.run_id)
         self.queue: queue.Queue[tuple[str, str, int, Any]] = queue.Queue()

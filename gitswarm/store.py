@@ -92,6 +92,14 @@ SIGNATURE_NAME = "gitswarm"
 SIGNATURE_EMAIL = "gitswarm@gitswarm.invalid"
 
 
+def writer_of(role: str) -> dict[str, str]:
+    """Who writes an event, and where: the user and host of the writing process and its
+    role (`coordinator`, or `cli` for a command such as `gitswarm stop`; `tui` for the
+    dashboard), so that `git log` of the state ref says who stopped a run."""
+    user = os.environ.get("USER") or os.environ.get("LOGNAME") or "user"
+    return {"user": user, "host": socket.gethostname(), "role": role}
+
+
 def _signature(at: str | None) -> pygit2.Signature:
     # State commits carry the event's time, so the same events make the same objects.
     return pygit2.Signature(SIGNATURE_NAME, SIGNATURE_EMAIL, _epoch(at), 0)
@@ -260,8 +268,9 @@ def open_repository(path: str | os.PathLike | None = None) -> pygit2.Repository:
 class Store:
     """The runs of one repository. Not shared between threads: open one per thread."""
 
-    def __init__(self, repo: pygit2.Repository | str | os.PathLike | None = None):
+    def __init__(self, repo: pygit2.Repository | str | os.PathLike | None = None, writer: str = "cli"):
         self.repo = repo if isinstance(repo, pygit2.Repository) else open_repository(repo)
+        self.writer = writer  # what kind of process writes through this store: see writer_of
 
     @property
     def git_dir(self) -> Path:
@@ -279,7 +288,7 @@ class Store:
     def run(self, run_id: str) -> "RunStore":
         if state_ref(run_id) not in self.repo.references:
             raise InputError(f"no run {run_id!r} in this repository (see `gitswarm ls`)")
-        return RunStore(self.repo, run_id)
+        return RunStore(self.repo, run_id, writer=self.writer)
 
     def create_run(
         self,
@@ -301,7 +310,8 @@ class Store:
         if ref in self.repo.references or any(n.startswith(f"{REF_ROOT}{run_id}/") for n in self.repo.references):
             raise InputError(f"a run {run_id!r} already exists")
         at = at or now_iso()
-        event = {"type": "run_created", "v": EVENT_VERSION, "seq": 1, "at": at, "run": dict(info)}
+        event = {"type": "run_created", "v": EVENT_VERSION, "seq": 1, "at": at, "run": dict(info),
+                 "by": writer_of(self.writer)}
         applied = apply_changes(empty_state(), event)
         try:
             tree = write_tree(self.repo, None, changed_files(applied))
@@ -320,7 +330,7 @@ class Store:
             raise InputError(f"a run {run_id!r} already exists") from None
         except (OSError, pygit2.GitError) as exc:
             raise write_error(self.repo, ref, exc, then="run the command again") from exc
-        store = RunStore(self.repo, run_id)
+        store = RunStore(self.repo, run_id, writer=self.writer)
         store._remember(oid, applied.state, tree)
         return store
 
@@ -371,9 +381,10 @@ class Store:
 class RunStore:
     """Reads and writes one run's state ref, its notes and its lease."""
 
-    def __init__(self, repo: pygit2.Repository, run_id: str):
+    def __init__(self, repo: pygit2.Repository, run_id: str, writer: str = "cli"):
         self.repo = repo
         self.run_id = run_id
+        self.by = writer_of(writer)  # stamped on every event this store writes
         self.ref = state_ref(run_id)
         self._cached: tuple[pygit2.Oid, RunState, pygit2.Oid] | None = None  # (commit, state, tree)
         self.retries = 0  # lost CAS races, for benchmarks and tests
@@ -491,7 +502,7 @@ class RunStore:
         if not events:
             raise ValueError("append needs at least one event")
         stamped_at = at or now_iso()
-        events = [without_local_paths(e, self.local_roots) for e in events]
+        events = [{"by": self.by, **without_local_paths(e, self.local_roots)} for e in events]
         writer = RefWriter(self.repo, self.ref)
         while True:
             tip = self.tip()

@@ -52,3 +52,22 @@ def test_log_prints_the_merge_commit_on_the_merging_line(tmp_path: Path) -> None
     state_commit = json.loads(gitswarm(repo, "log", "r1", "--json").stdout)
     intent = next(e for e in state_commit if e["type"] == "merge_intent")
     assert intent["state_commit"][:8] in merging[0].split("merging as")[0]
+
+
+def test_every_event_says_who_wrote_it_and_log_names_who_stopped_a_run(tmp_path: Path) -> None:
+    import socket
+
+    from gitswarm.config import load_config
+    from gitswarm.launch import create_run
+    from gitswarm.model import TaskSpec
+
+    repo = make_repo(tmp_path / "repo")
+    config = load_config(write_config(tmp_path, count=1)).config
+    create_run(repo, config, [TaskSpec(id="t1", title="T", files=("a.txt",))], goal="g", run_id="rb")
+    assert gitswarm(repo, "stop", "rb").returncode == 0
+    events = json.loads(gitswarm(repo, "log", "rb", "--json").stdout)
+    assert all(e.get("by", {}).get("host") == socket.gethostname() for e in events), events
+    stop = next(e for e in events if e["type"] == "control" and e.get("action") == "stop")
+    assert stop["by"]["role"] == "cli"
+    line = next(x for x in gitswarm(repo, "log", "rb").stdout.splitlines() if "stop" in x)
+    assert f"@{socket.gethostname()}, cli)" in line, line

@@ -23,7 +23,7 @@ from gitswarm.store import HistoryEntry, RunStore, Store
 class RunSource:
     def __init__(self, repo_dir: Path | str, run_id: str, history_limit: int = 300):
         self.repo_dir = Path(repo_dir)
-        self.store = Store(self.repo_dir)
+        self.store = Store(self.repo_dir, writer="tui")
         self.rs: RunStore = self.store.run(run_id)
         self.history_limit = history_limit
         self._read_tip: pygit2.Oid | None = None
