@@ -375,6 +375,28 @@ def start_point(attempts: "tuple[Any, ...] | list[Any]", backend: str, swarm_tip
         "none of it is in your worktree. Whatever you remember of it, do the whole task from the start."))
 
 
+def keep_interrupted_work(paths: RunPaths, config: SwarmConfig, state: RunState, task_id: str,
+                          committer: tuple[str, str] | None, roots: localpaths.Roots, by: str) -> Kept:
+    """Keep what the agent of a task's last attempt left in its worktree when nothing
+    ended that attempt (the coordinator died, or the run was stopped with none running),
+    as a commit by that agent: resume and gc both come here. `by` says which, in the
+    commit's message."""
+    task = state.tasks[task_id]
+    attempt = task.attempts[-1]
+    agent = state.agents.get(attempt.agent) or Agent(id=attempt.agent, role="", backend="")
+    env = worker_env(hooks_dir=paths.hooks, run_id=state.run.id, task_id=task_id, attempt=attempt.n, agent=agent,
+                     committer=committer, excludes_file=paths.excludes)
+
+    def message(why: str) -> str:
+        why += f" (an attempt interrupted before it ended, {by})"
+        return leftover_message(state.run.id, task_id, task.spec.title, attempt.n, agent.display_name, why)
+
+    author = (env.get("GIT_AUTHOR_NAME") or agent.display_name, env.get("GIT_AUTHOR_EMAIL") or gitops.FALLBACK_IDENTITY[1])
+    return keep_work(paths.worktree(task_id), branch=attempt.branch or work_branch(config, state.run.id, task_id),
+                     base=attempt.base, message=message, env=env, author=author,
+                     ref=attempt_ref(state.run.id, task_id, attempt.n), agent=agent.display_name, roots=roots)
+
+
 def leftover_message(run_id: str, task_id: str, title: str, attempt: int, agent: str, why: str) -> str:
     """The message of a commit gitswarm makes of an agent's uncommitted work, with the
     trailers the commit-msg hook would have added."""
@@ -846,10 +868,12 @@ class Coordinator:
         other change nothing, and the worker's notes file is never merged."""
         if commit is None or base is None or commit == base:
             return False
-        tree = gitops.git(self.repo_dir, "rev-parse", f"{commit}^{{tree}}").stdout.strip()
-        base_tree = gitops.git(self.repo_dir, "rev-parse", f"{base}^{{tree}}").stdout.strip()
-        if scope.tree_has(self.repo_dir, tree) and not scope.tree_has(self.repo_dir, base_tree):
-            tree = scope.tree_without(self.repo_dir, tree)
+        tree, base_tree = self._tree_of(commit), self._tree_of(base)  # in-process: no git per attempt
+        if tree == base_tree:
+            return False
+        repo = self.store.repo
+        if scope.ESCAPES_FILE in repo[tree] and scope.ESCAPES_FILE not in repo[base_tree]:
+            tree = scope.tree_without(self.repo_dir, tree)  # the worker's notes alone are no change
         return tree != base_tree
 
     # ------------------------------------------------------------ gates and merge
@@ -1481,7 +1505,8 @@ class Coordinator:
                 if orphan is not None and orphan.pid and orphan.task == task.id:
                     if stop_orphan_agent(orphan.pid, path):
                         self.report(f"{task.id}#{cur.n}: stopped its agent (pid {orphan.pid}), still running from before the crash")
-                kept = self._commit_interrupted(task, cur.n, cur.agent, cur.branch or work_branch(self.config, self.run_id, task.id), cur.base, path)
+                kept = keep_interrupted_work(self.paths, self.config, state, task.id, self.committer,
+                                             self.rs.local_roots, "committed on resume")
                 commit = kept.commit
                 error = "the coordinator stopped while the agent ran" + (f"; {kept.error}" if kept.error else "")
                 # An agent that had left its work branch failed, whatever stopped it: its
@@ -1518,22 +1543,6 @@ class Coordinator:
             branch = work_branch(self.config, self.run_id, task.id)
             if self.paths.worktree(task.id).exists() or gitops.rev_parse(self.repo_dir, f"refs/heads/{branch}"):
                 self._remove_work(task.id, keep_branch=False)
-
-    def _commit_interrupted(self, task: Any, n: int, agent_id: str, branch: str, base: str | None, path: Path) -> Kept:
-        """Keep what an interrupted agent left in its worktree, as a commit by that agent
-        (a snapshot when git refuses the plain commit: gitswarm.keepwork)."""
-        state = self.rs.read()
-        agent = state.agents.get(agent_id) or Agent(id=agent_id, role="", backend="")
-        env = worker_env(hooks_dir=self.paths.hooks, run_id=self.run_id, task_id=task.id, attempt=n, agent=agent, committer=self.committer, excludes_file=self.paths.excludes)
-
-        def message(why: str) -> str:
-            why += " (an attempt interrupted when its coordinator stopped, committed on resume)"
-            return leftover_message(self.run_id, task.id, task.spec.title, n, agent.display_name, why)
-
-        author = (env.get("GIT_AUTHOR_NAME") or agent.display_name, env.get("GIT_AUTHOR_EMAIL") or gitops.FALLBACK_IDENTITY[1])
-        return keep_work(path, branch=branch, base=base, message=message, env=env, author=author,
-                         ref=attempt_ref(self.run_id, task.id, n), agent=agent.display_name,
-                         roots=self.rs.local_roots)
 
     def _finish_interrupted_merge(self, flight: dict[str, Any]) -> None:
         ref = f"refs/heads/{swarm_branch(self.run_id)}"

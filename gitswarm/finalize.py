@@ -23,9 +23,9 @@ from typing import Any, Mapping
 
 from . import gitops, learning, runfolders
 from .config import SwarmConfig
-from .coordinator import attempt_ref, leftover_message, run_paths, work_branch
+from .coordinator import RunPaths, attempt_ref, keep_interrupted_work, run_paths, work_branch
 from .errors import GitswarmError, InputError
-from .keepwork import keep_under, keep_work
+from .keepwork import keep_under
 from .model import RunState
 from .store import RunStore, swarm_branch
 
@@ -389,7 +389,7 @@ def discard(repo_dir: Path, rs: RunStore, config: SwarmConfig) -> Finalized:
                      f"deleted {state.run.swarm_branch} (its tip {tip[:10]} stays at {kept_ref})")
 
 
-def _keep_left_work(repo_dir: Path, rs: RunStore, state: RunState, config: SwarmConfig,
+def _keep_left_work(repo_dir: Path, rs: RunStore, state: RunState, config: SwarmConfig, paths: RunPaths,
                     path: Path) -> tuple[str | None, str | None]:
     """What an agent left in a task's worktree that gc is about to remove (a run that
     `gitswarm stop` ended while no coordinator ran, say), kept as a commit under the
@@ -401,25 +401,15 @@ def _keep_left_work(repo_dir: Path, rs: RunStore, state: RunState, config: Swarm
     if task is None or not task.attempts or path.name.startswith("."):
         return None, None
     attempt = task.attempts[-1]
-    branch = attempt.branch or work_branch(config, state.run.id, task.id)
-    who = attempt.agent or "the agent"
-    excludes = run_paths(repo_dir, config, state.run.id).excludes
-    # The run's excludes keep the files worktree.copy put there (.env) out of the commit.
-    env = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "core.excludesFile",
-           "GIT_CONFIG_VALUE_0": str(excludes)} if excludes.is_file() else {}
-
-    def message(why: str) -> str:
-        return leftover_message(state.run.id, task.id, task.spec.title, attempt.n, who, why + " (kept by gitswarm gc)")
-
-    ref = attempt_ref(state.run.id, task.id, attempt.n)
-    kept = keep_work(path, branch=branch, base=attempt.base, message=message, env=env,
-                     author=(who, gitops.FALLBACK_IDENTITY[1]), ref=ref, agent=who, roots=rs.local_roots)
+    kept = keep_interrupted_work(paths, config, state, task.id, gitops.user_identity(repo_dir),
+                                 rs.local_roots, "kept by gitswarm gc")
     if kept.commit is None:
         return None, kept.error
+    branch = attempt.branch or work_branch(config, state.run.id, task.id)
     on_branch = gitops.resolve_commit_or_none(repo_dir, f"refs/heads/{branch}")
     if kept.commit in (attempt.base, on_branch):
         return None, None  # nothing beyond what the work branch (kept below) already holds
-    ref = keep_under(repo_dir, ref, kept.commit)
+    ref = keep_under(repo_dir, attempt_ref(state.run.id, task.id, attempt.n), kept.commit)
     return f"{ref} (work left in {path}, kept before removing it)", None
 
 
@@ -450,7 +440,7 @@ def collect(repo_dir: Path, rs: RunStore, config: SwarmConfig) -> Collected:
     for wt in gitops.worktrees(repo_dir):
         path = Path(os.path.realpath(wt.get("worktree", "")))
         if any(folder in path.parents for folder in folders):
-            kept, unkept = _keep_left_work(repo_dir, rs, state, config, path)
+            kept, unkept = _keep_left_work(repo_dir, rs, state, config, paths, path)
             if unkept:
                 left.append(f"{path} (its work could not be kept: {unkept}; not removed)")
                 stays.append(path)
