@@ -423,13 +423,13 @@ def _control(ctx: typer.Context, run: str, *events: dict, done: str) -> None:
 @app.command("approve")
 def approve_cmd(ctx: typer.Context, run: str = typer.Argument("@last", help="Run id, prefix or @last.")) -> None:
     """Approve the plan of a run waiting in preview; its coordinator starts the work."""
-    _control(ctx, run, {"type": "approved", "by": _who()}, done="approved: run {run} goes on")
+    _control(ctx, run, {"type": "approved"}, done="approved: run {run} goes on")
 
 
 @app.command("reject")
 def reject_cmd(ctx: typer.Context, run: str = typer.Argument("@last", help="Run id, prefix or @last.")) -> None:
     """Reject the plan of a run waiting in preview; the run ends (shutdown, control:reject)."""
-    _control(ctx, run, {"type": "rejected", "by": _who()}, done="rejected: run {run} ends")
+    _control(ctx, run, {"type": "rejected"}, done="rejected: run {run} ends")
 
 
 @app.command("stop")
@@ -503,10 +503,6 @@ def add_task_cmd(
     """Add a task to a running or paused run (refused if it would make a cycle)."""
     spec = TaskSpec(id=task_id, title=title, description=description, deps=tuple(deps), files=tuple(files), kind=kind, role=role)
     _control(ctx, run, {"type": "task_added", "task": spec.to_json()}, done=f"{task_id} added to run {{run}}")
-
-
-def _who() -> str:
-    return f"{os.environ.get('USER') or 'user'}@{os.uname().nodename}"
 
 
 # ---------------------------------------------------------------- finalize / gc

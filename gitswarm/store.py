@@ -502,7 +502,8 @@ class RunStore:
         if not events:
             raise ValueError("append needs at least one event")
         stamped_at = at or now_iso()
-        events = [{"by": self.by, **without_local_paths(e, self.local_roots)} for e in events]
+        # Who writes is the store's to say (the one place): an event's own `by` is replaced.
+        events = [{**without_local_paths(e, self.local_roots), "by": self.by} for e in events]
         writer = RefWriter(self.repo, self.ref)
         while True:
             tip = self.tip()

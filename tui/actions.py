@@ -6,8 +6,6 @@ an exception that would end the app with a traceback.
 
 from __future__ import annotations
 
-import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,11 +20,6 @@ from gitswarm.store import RunStore
 class Outcome:
     ok: bool
     message: str
-
-
-def who() -> str:
-    """Who approved or rejected, as `gitswarm approve` records it."""
-    return f"{os.environ.get('USER') or 'user'}@{socket.gethostname()}"
 
 
 def _append(rs: RunStore, event: dict, done: str) -> Outcome:
@@ -50,11 +43,11 @@ def stop(rs: RunStore) -> Outcome:
 
 
 def approve(rs: RunStore) -> Outcome:
-    return _append(rs, {"type": "approved", "by": who()}, f"approved: run {rs.run_id} goes on")
+    return _append(rs, {"type": "approved"}, f"approved: run {rs.run_id} goes on")
 
 
 def reject(rs: RunStore) -> Outcome:
-    return _append(rs, {"type": "rejected", "by": who()}, f"rejected: run {rs.run_id} ends")
+    return _append(rs, {"type": "rejected"}, f"rejected: run {rs.run_id} ends")
 
 
 def inject(rs: RunStore, task: str, message: str) -> Outcome:
