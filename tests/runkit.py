@@ -32,20 +32,35 @@ def write_config(folder: Path, count: int = 3, attempts: int = 2, extra: str = "
 
 
 def agent_config(folder: Path, script: str, *, interpreter: str = "/bin/sh", args: tuple[str, ...] = (),
-                 attempts: int = 1, extra: str = "", name: str = "agent.sh") -> Path:
+                 attempts: int = 1, extra: str = "", name: str = "agent.sh", planner: Path | None = None) -> Path:
     """A config whose one worker is `script` (a careless or hostile agent played by a small
-    program), run by the command backend as `interpreter script args...` in its worktree."""
+    program), run by the command backend as `interpreter script args...` in its worktree;
+    with `planner`, a Python program as the planner role too."""
     agent = folder / name
     agent.write_text(script)
     argv = ", ".join(str(a) for a in (agent, *args))
+    plan = (f"  - {{role_id: plan, role_type: planner, backend: command, command: {sys.executable}, "
+            f"args: [{planner}]}}\n") if planner else ""
     path = folder / "swarm.yaml"
     path.write_text(
-        "version: 1\nrun: {poll_interval_ms: 20}\n"
-        f"roles:\n  - {{role_id: impl, role_type: worker, backend: command, command: {interpreter}, args: [{argv}], "
+        "version: 1\nrun: {poll_interval_ms: 20}\nroles:\n" + plan +
+        f"  - {{role_id: impl, role_type: worker, backend: command, command: {interpreter}, args: [{argv}], "
         "count: 1, task_kinds: [implement]}\n"
         f"retries: {{max_task_attempts: {attempts}}}\n" + extra
     )
     return path
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` is a running process (a zombie not yet reaped counts as gone: it runs nothing)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def write_tasks(folder: Path, text: str, name: str = "tasks.yaml") -> Path:

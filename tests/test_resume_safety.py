@@ -48,16 +48,9 @@ finish(f"sess-{n}")
 
 
 def _session_config(tmp: Path, mode: str) -> tuple[Path, Path]:
-    agent = tmp / "agent.py"
-    agent.write_text(SESSION_AGENT)
     prompts = tmp / "prompts"
-    cfg = tmp / "swarm.yaml"
-    cfg.write_text(
-        "version: 1\nrun: {poll_interval_ms: 20}\n"
-        f"roles:\n  - {{role_id: impl, role_type: worker, backend: command, command: {sys.executable}, "
-        f"args: [{agent}, {tmp / 'calls'}, {mode}, {prompts}], count: 1, task_kinds: [implement]}}\n"
-        "retries: {max_task_attempts: 3}\n"
-    )
+    cfg = agent_config(tmp, SESSION_AGENT, interpreter=sys.executable, name="agent.py",
+                       args=(str(tmp / "calls"), mode, str(prompts)), attempts=3)
     return cfg, prompts
 
 
@@ -286,6 +279,13 @@ def test_resume_fails_an_interrupted_merge_blocked_by_a_stale_lock(tmp_path: Pat
     assert "rl.lock" in (state.tasks["t1"].attempts[-1].error or ""), said
 
 
+def _planner_config(tmp: Path, planner_script: str) -> Path:
+    """A planner role played by `planner_script` (Python) and a worker that writes a.txt."""
+    planner = tmp / "planner.py"
+    planner.write_text(planner_script)
+    return agent_config(tmp, "printf 'a\\n' > a.txt\n", extra="gates: {tests: false}\n", planner=planner)
+
+
 # A planner played by a program: its answer (the plan as JSON) is its `finished` summary.
 PLANNER = """\
 import json
@@ -301,17 +301,7 @@ def test_a_run_killed_while_its_planner_worked_is_planned_again_on_resume(tmp_pa
     from gitswarm.launch import open_run
 
     repo = make_repo(tmp_path / "repo")
-    planner, worker = tmp_path / "planner.py", tmp_path / "agent.sh"
-    planner.write_text(PLANNER)
-    worker.write_text("printf 'a\\n' > a.txt\n")
-    cfg = tmp_path / "swarm.yaml"
-    cfg.write_text(
-        "version: 1\nrun: {poll_interval_ms: 20}\nroles:\n"
-        f"  - {{role_id: plan, role_type: planner, backend: command, command: {sys.executable}, args: [{planner}]}}\n"
-        f"  - {{role_id: impl, role_type: worker, backend: command, command: /bin/sh, args: [{worker}], "
-        "task_kinds: [implement]}\n"
-        "retries: {max_task_attempts: 1}\ngates: {tests: false}\n"
-    )
+    cfg = _planner_config(tmp_path, PLANNER)
     open_run(repo, load_config(cfg).config, goal="write a", run_id="rq")  # then killed: no plan
     before = checkout_snapshot(repo)
     resumed = gitswarm(repo, "resume", "rq", timeout=120)
@@ -360,29 +350,14 @@ def test_resume_never_continues_from_an_agent_that_had_left_its_branch(tmp_path:
     assert git(repo, "show", "attoswarm/rf:a.txt") == "a"  # attempt 2 did the task from the swarm tip
 
 
-SLOW_PLANNER = """\
-import json, time
-time.sleep(3)
-plan = {"tasks": [{"id": "t1", "title": "Write a", "files": ["a.txt"]}]}
-print(json.dumps({"type": "finished", "data": {"ok": True, "summary": json.dumps(plan)}}))
-"""
+SLOW_PLANNER = "import time\ntime.sleep(3)\n" + PLANNER
 
 
 def test_stop_while_the_planner_works_is_a_request_the_run_honours(tmp_path: Path) -> None:
     """The planner holds the run's lease: `stop` asks rather than ending the run under it
     (which then crashed on recording the plan), and the run stops once it is planned."""
     repo = make_repo(tmp_path / "repo")
-    planner, worker = tmp_path / "planner.py", tmp_path / "agent.sh"
-    planner.write_text(SLOW_PLANNER)
-    worker.write_text("printf 'a\\n' > a.txt\n")
-    cfg = tmp_path / "swarm.yaml"
-    cfg.write_text(
-        "version: 1\nrun: {poll_interval_ms: 20}\nroles:\n"
-        f"  - {{role_id: plan, role_type: planner, backend: command, command: {sys.executable}, args: [{planner}]}}\n"
-        f"  - {{role_id: impl, role_type: worker, backend: command, command: /bin/sh, args: [{worker}], "
-        "task_kinds: [implement]}\n"
-        "retries: {max_task_attempts: 1}\ngates: {tests: false}\n"
-    )
+    cfg = _planner_config(tmp_path, SLOW_PLANNER)
     proc = gitswarm_bg(repo, "start", str(cfg), "write a", "--run-id", "rw")
     deadline = time.monotonic() + 20
     # Once the planner holds the lease (taken a moment after the run's first commit).

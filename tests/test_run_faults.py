@@ -22,7 +22,7 @@ from gitswarm.store import Store
 
 from .conftest import git, make_repo
 from .helpers import flatten_tree
-from .runkit import gitswarm, gitswarm_bg, note, trailers, write_config, write_tasks
+from .runkit import gitswarm, gitswarm_bg, note, process_alive, trailers, write_config, write_tasks
 
 TASKS = """\
 tasks:
@@ -111,18 +111,6 @@ time.sleep(60)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie not yet reaped counts as gone.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
-
-
 def test_resume_stops_an_agent_left_running_by_a_killed_coordinator(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
     agent = tmp_path / "sleeper.py"
@@ -147,14 +135,14 @@ def test_resume_stops_an_agent_left_running_by_a_killed_coordinator(tmp_path: Pa
     pid = int(pidfile.read_text())
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=10)
-    assert _alive(pid), "the agent outlives its coordinator"
+    assert process_alive(pid), "the agent outlives its coordinator"
 
     resumed = gitswarm_bg(repo, "resume", "rk")
     try:
         deadline = time.monotonic() + 20
-        while _alive(pid) and time.monotonic() < deadline:
+        while process_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _alive(pid), "resume stopped the orphaned agent"
+        assert not process_alive(pid), "resume stopped the orphaned agent"
         resumed.send_signal(signal.SIGTERM)
         out, _ = resumed.communicate(timeout=30)
     finally:

@@ -16,20 +16,7 @@ from gitswarm import gitops, shell, verify
 from gitswarm.hooks.lifecycle import run_hook
 
 from .conftest import git, make_repo
-from .runkit import checkout_snapshot, gitswarm, status, write_config, write_tasks
-
-
-def _alive(pid: int) -> bool:
-    """Whether `pid` is a running process (a zombie counts as gone: it runs nothing)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+from .runkit import process_alive, checkout_snapshot, gitswarm, status, write_config, write_tasks
 
 
 def _pids(path: Path) -> list[int]:
@@ -39,9 +26,9 @@ def _pids(path: Path) -> list[int]:
 def _gone_soon(pid: int, seconds: float = 3.0) -> bool:
     """An orphan is reaped by init a moment after it is killed: allow for that."""
     deadline = time.monotonic() + seconds
-    while _alive(pid) and time.monotonic() < deadline:
+    while process_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
-    return not _alive(pid)
+    return not process_alive(pid)
 
 
 # ---------------------------------------------------------------- the runner itself
