@@ -695,7 +695,7 @@ def commit_all(
     the commit itself, to record the failure instead of leaving the files uncommitted).
     """
     git(worktree, "add", "-A", env=env)
-    nested = embedded_repositories(worktree, rev_parse(worktree, "HEAD^{commit}"), env)
+    nested = embedded_repositories(worktree, "HEAD", env)
     if nested:
         raise GitswarmError(f"nested git repositories, not submodules: {', '.join(nested)}: git would store only "
                             "a link to a commit it does not have, and their files would be lost")

@@ -67,9 +67,9 @@ def keep_work(path: Path, *, branch: str, base: str | None, message: Callable[[s
         return Kept(None)
     try:
         check_branch(path, branch)
-        gitops.commit_all(path, message(f"Work left uncommitted by {agent}, committed by gitswarm."), env,
-                          verify=False)
-        return Kept(gitops.head(path)[1])
+        committed = gitops.commit_all(path, message(f"Work left uncommitted by {agent}, committed by gitswarm."),
+                                      env, verify=False)
+        return Kept(committed or gitops.resolve_commit(path, "HEAD", "the worktree's HEAD"))
     except gitops.StorageError:
         raise  # no snapshot can be written either: the caller leaves the worktree as it is
     except Exception as exc:  # whatever git refused, the work must not be lost
